@@ -1,0 +1,197 @@
+"""The embedded quick-start dataset: deterministic "shapes" scenes, generated, never downloaded.
+
+Each scene has a textured background and a few circles, squares, triangles and stars of varied size
+and colour that overlap and occlude one another. The same scenes are written twice:
+
+- COCO instance format (``annotations/instances_{split}.json``): visible masks, as polygons for
+  unoccluded objects and as RLE for occluded ones (whose visible part a polygon would distort);
+- semantic format (``sem_seg/{split}/*.png``): label maps, 0 = background, k = k-th shape class.
+
+Layout under ``root`` (``$DETECTRON2_DATASETS/seg_d2_shapes``)::
+
+    images/{split}/{id:05d}.png
+    annotations/instances_{split}.json
+    sem_seg/{split}/{id:05d}.png
+"""
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json, load_sem_seg
+
+logger = logging.getLogger(__name__)
+
+SHAPE_CLASSES = ["circle", "square", "triangle", "star"]
+SHAPE_COLORS = [(220, 60, 60), (60, 180, 75), (0, 130, 200), (245, 180, 50)]  # RGB, for drawing
+SEM_SEG_CLASSES = ["background"] + SHAPE_CLASSES
+SPLITS = {"train": (0, 200), "val": (1, 40)}  # split -> (seed, number of images)
+IMAGE_SIZES = [(128, 128), (128, 160), (160, 128), (160, 160)]  # (height, width)
+MIN_VISIBLE_AREA = 40  # pixels; objects occluded below this are dropped from the annotations
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A textured background: a colour gradient, low-frequency blobs, stripes and pixel noise."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = rng.uniform(60, 200, size=3)
+    grad = rng.uniform(-40, 40, size=(2, 3))
+    img = base + (yy[..., None] / h) * grad[0] + (xx[..., None] / w) * grad[1]
+    blobs = cv2.resize(rng.normal(0, 18, size=(6, 6, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    theta, period = rng.uniform(0, np.pi), rng.uniform(6, 16)
+    stripes = 10 * np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period)
+    img = img + blobs + stripes[..., None] + rng.normal(0, 6, size=(h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _shape_polygon(cls: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    """Vertices (K, 2) of a shape of class ``cls`` centred at (cx, cy) with radius ``r``."""
+    if cls == "circle":
+        t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        radii = np.full_like(t, r)
+    elif cls == "square":
+        t = angle + np.pi / 4 + np.arange(4) * np.pi / 2
+        radii = np.full_like(t, r)
+    elif cls == "triangle":
+        t = angle + np.arange(3) * 2 * np.pi / 3
+        radii = np.full_like(t, r)
+    else:  # star: 5 outer and 5 inner vertices
+        t = angle + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, r, 0.45 * r)
+    return np.stack([cx + radii * np.cos(t), cy + radii * np.sin(t)], axis=1)
+
+
+def _mask_to_polygons(mask: np.ndarray):
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+
+
+def render_scene(seed: int):
+    """Render one scene. Returns (RGB image, semantic label map, list of visible instances)."""
+    rng = np.random.default_rng(seed)
+    h, w = IMAGE_SIZES[rng.integers(len(IMAGE_SIZES))]
+    img = _background(rng, h, w)
+    objects = []
+    for _ in range(rng.integers(2, 6)):
+        cls_id = int(rng.integers(len(SHAPE_CLASSES)))
+        r = float(rng.uniform(8, min(h, w) / 3.2))
+        cx, cy = rng.uniform(r * 0.6, w - r * 0.6), rng.uniform(r * 0.6, h - r * 0.6)
+        poly = _shape_polygon(SHAPE_CLASSES[cls_id], cx, cy, r, rng.uniform(0, 2 * np.pi))
+        mask = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(mask, [np.round(poly).astype(np.int32)], 1)
+        # Colour varies around the class colour so that the class is learnable but not trivial.
+        color = np.clip(np.array(SHAPE_COLORS[cls_id]) + rng.integers(-35, 36, size=3), 0, 255)
+        shade = np.clip(color + rng.normal(0, 8, size=(h, w, 3)), 0, 255).astype(np.uint8)
+        img[mask > 0] = shade[mask > 0]
+        objects.append((cls_id, mask))
+
+    sem = np.zeros((h, w), np.uint8)
+    instances = []
+    covered = np.zeros((h, w), bool)
+    for cls_id, mask in reversed(objects):  # later objects are on top
+        full = mask > 0
+        visible = full & ~covered
+        covered |= full
+        if visible.sum() < MIN_VISIBLE_AREA:
+            continue
+        sem[visible] = cls_id + 1
+        instances.append({"category": cls_id, "mask": visible, "occluded": bool((full & ~visible).any())})
+    return img, sem, instances[::-1]
+
+
+def _write_split(root: str, split: str) -> None:
+    seed0, n = SPLITS[split]
+    categories = [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(SHAPE_CLASSES)]
+    images, annotations = [], []
+    os.makedirs(os.path.join(root, "images", split))
+    os.makedirs(os.path.join(root, "sem_seg", split))
+    for idx in range(n):
+        img, sem, instances = render_scene(seed0 * 100003 + idx)
+        fname = f"{idx:05d}.png"
+        cv2.imwrite(os.path.join(root, "images", split, fname), img[:, :, ::-1])
+        cv2.imwrite(os.path.join(root, "sem_seg", split, fname), sem)
+        images.append({"id": idx + 1, "file_name": fname, "height": img.shape[0], "width": img.shape[1]})
+        for inst in instances:
+            rle = mask_util.encode(np.asfortranarray(inst["mask"].astype(np.uint8)))
+            if inst["occluded"]:
+                segm = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+            else:
+                segm = _mask_to_polygons(inst["mask"])
+            x, y, bw, bh = mask_util.toBbox(rle).tolist()
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": idx + 1, "category_id": inst["category"] + 1,
+                "segmentation": segm, "area": float(mask_util.area(rle)), "bbox": [x, y, bw, bh],
+                "iscrowd": 0,
+            })
+    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
+    with open(os.path.join(root, "annotations", f"instances_{split}.json"), "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+
+
+def generate_shapes_dataset(root: str) -> bool:
+    """Write every split under ``root`` unless it is already there. Returns True if it wrote.
+
+    The data is written to a temporary folder beside ``root`` and renamed into place, so neither an
+    interrupted run nor several processes generating at once leave a half-written dataset.
+    """
+    if os.path.isfile(os.path.join(root, "DONE")):
+        return False
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".shapes_tmp_", dir=parent)
+    try:
+        for split in SPLITS:
+            _write_split(tmp, split)
+        open(os.path.join(tmp, "DONE"), "w").close()
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not os.path.isfile(os.path.join(root, "DONE")):
+                raise  # not another process winning the race: a real error
+            return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info(f"Generated the shapes quick-start dataset in {root}")
+    return True
+
+
+def _shapes_root(datasets_root: str) -> str:
+    return os.path.join(datasets_root, "seg_d2_shapes")
+
+
+def register_shapes(datasets_root: str) -> None:
+    """Register ``seg_d2_shapes_{split}`` (COCO instances) and ``seg_d2_shapes_sem_seg_{split}``.
+
+    The data is generated on first use (a few seconds), not at registration.
+    """
+    root = _shapes_root(datasets_root)
+    for split in SPLITS:
+        image_root = os.path.join(root, "images", split)
+        json_file = os.path.join(root, "annotations", f"instances_{split}.json")
+        gt_root = os.path.join(root, "sem_seg", split)
+
+        def load_instances(name=f"seg_d2_shapes_{split}", json_file=json_file, image_root=image_root):
+            generate_shapes_dataset(root)
+            return load_coco_json(json_file, image_root, name)
+
+        def load_semantic(gt_root=gt_root, image_root=image_root):
+            generate_shapes_dataset(root)
+            return load_sem_seg(gt_root, image_root, gt_ext="png", image_ext="png")
+
+        name = f"seg_d2_shapes_{split}"
+        DatasetCatalog.register(name, load_instances)
+        MetadataCatalog.get(name).set(
+            json_file=json_file, image_root=image_root, evaluator_type="coco",
+            thing_classes=list(SHAPE_CLASSES), thing_colors=list(SHAPE_COLORS),
+        )
+        sem_name = f"seg_d2_shapes_sem_seg_{split}"
+        DatasetCatalog.register(sem_name, load_semantic)
+        MetadataCatalog.get(sem_name).set(
+            image_root=image_root, sem_seg_root=gt_root, evaluator_type="sem_seg", ignore_label=255,
+            stuff_classes=list(SEM_SEG_CLASSES), stuff_colors=[(0, 0, 0)] + list(SHAPE_COLORS),
+        )

@@ -1,0 +1,1 @@
+from .build import EVALUATOR_TYPES, build_evaluator

@@ -1,0 +1,1 @@
+"""Models. Importing this module registers seg_d2's architectures and heads into detectron2."""

@@ -1,0 +1,193 @@
+"""Deformable-convolution ops of detectron2._C, computed by torchvision.ops.deform_conv2d.
+
+torchvision's kernel has detectron2's semantics: offsets [N, 2 * dg * kh * kw, Ho, Wo] laid out
+as (deformable group, kernel row, kernel column, (dy, dx)); masks [N, dg * kh * kw, Ho, Wo];
+bilinear sampling that reads zeros outside the image; groups and deformable groups taken
+from the tensor shapes. The functions keep the C++ signatures: they write into the output and
+gradient tensors they are given (the ``columns`` / ``ones`` buffers and ``im2col_step`` are
+the CUDA kernels' scratch space and batching, irrelevant here). Backward passes run
+torch.autograd through deform_conv2d, whose backward is torchvision's own kernel.
+
+Write semantics follow the CUDA code: the output and the offset / mask gradients are
+overwritten, the input, weight and bias gradients are accumulated into.
+"""
+import weakref
+
+import torch
+from torchvision.ops import deform_conv2d
+
+__all__ = [
+    "deform_conv_forward",
+    "deform_conv_backward_input",
+    "deform_conv_backward_filter",
+    "modulated_deform_conv_forward",
+    "modulated_deform_conv_backward",
+]
+
+
+def _check(input, weight, offset, kh, kw, group, deformable_group, mask=None):
+    if weight.dim() != 4 or weight.shape[2] != kh or weight.shape[3] != kw:
+        raise ValueError(f"weight {tuple(weight.shape)} does not match kernel size ({kh}, {kw})")
+    if input.shape[1] != weight.shape[1] * group:
+        raise ValueError(
+            f"input has {input.shape[1]} channels; weight {tuple(weight.shape)} with group={group} "
+            f"expects {weight.shape[1] * group}"
+        )
+    if offset.shape[1] != deformable_group * 2 * kh * kw:
+        raise ValueError(
+            f"offset has {offset.shape[1]} channels; deformable_group={deformable_group} with a "
+            f"{kh}x{kw} kernel needs {deformable_group * 2 * kh * kw}"
+        )
+    if mask is not None and mask.shape[1] != deformable_group * kh * kw:
+        raise ValueError(
+            f"mask has {mask.shape[1]} channels; deformable_group={deformable_group} with a "
+            f"{kh}x{kw} kernel needs {deformable_group * kh * kw}"
+        )
+
+
+def _batched(*tensors):
+    """The C++ ops accept unbatched (3-D) input; deform_conv2d wants a batch dimension."""
+    return [None if t is None else (t.unsqueeze(0) if t.dim() == 3 else t) for t in tensors]
+
+
+def _write(dst, src, accumulate):
+    src = src.reshape(dst.shape) if src.numel() == dst.numel() else src
+    if dst.shape != src.shape:
+        # The CUDA code views its outputs to the computed shape; a caller that passes an
+        # empty placeholder gets it resized, anything else is an error.
+        if dst.numel() != 0 or accumulate:
+            raise ValueError(f"expected a tensor of shape {tuple(src.shape)}, got {tuple(dst.shape)}")
+        dst.resize_(src.shape)
+    if accumulate:
+        dst.add_(src)
+    else:
+        dst.copy_(src)
+
+
+class _WeightGradCache:
+    """The weight gradient left over from the last ``deform_conv_backward_input`` call.
+
+    detectron2's _DeformConv.backward calls backward_input and then backward_filter on the
+    same tensors, and the autograd pass of the first yields the weight gradient too. It is kept
+    (weight-sized, so cheap) and handed to backward_filter when that is called on the very same,
+    unmodified input / offset / grad_output tensors with the same parameters.
+    """
+
+    def __init__(self):
+        self._refs, self._params, self._grad = (), None, None
+
+    def put(self, tensors, params, grad):
+        self._refs = tuple((weakref.ref(t), t._version) for t in tensors)
+        self._params, self._grad = params, grad
+
+    def take(self, tensors, params):
+        grad, refs, same_params = self._grad, self._refs, self._params == params
+        self._refs, self._params, self._grad = (), None, None
+        if grad is None or not same_params or len(refs) != len(tensors):
+            return None
+        if all(ref() is t and version == t._version for (ref, version), t in zip(refs, tensors)):
+            return grad
+        return None
+
+
+_weight_grad_cache = _WeightGradCache()
+
+
+def _deform_grads(input, offset, weight, grad_output, mask, bias, stride, padding, dilation):
+    """Gradients of deform_conv2d w.r.t. (input, offset, weight, mask, bias) by autograd."""
+    with torch.enable_grad():
+        x = input.detach().requires_grad_(True)
+        off = offset.detach().requires_grad_(True)
+        w = weight.detach().requires_grad_(True)
+        m = None if mask is None else mask.detach().requires_grad_(True)
+        b = None if bias is None else bias.detach().requires_grad_(True)
+        out = deform_conv2d(x, off, w, b, stride=stride, padding=padding, dilation=dilation, mask=m)
+        leaves = [t for t in (x, off, w, m, b) if t is not None]
+        grads = torch.autograd.grad(out, leaves, grad_output.reshape(out.shape).to(out.dtype))
+    grads = list(grads)
+    gi, go, gw = grads[:3]
+    gm = grads[3] if mask is not None else None
+    gb = grads[-1] if bias is not None else None
+    return gi, go, gw, gm, gb
+
+
+def deform_conv_forward(
+    input, weight, offset, output, columns, ones, kW, kH, dW, dH, padW, padH, dilationW, dilationH,
+    group, deformable_group, im2col_step,
+):
+    """Deformable convolution (v1) of ``input`` into ``output``; returns 1 like the C++ op."""
+    x, off = _batched(input, offset)
+    _check(x, weight, off, kH, kW, group, deformable_group)
+    with torch.no_grad():
+        out = deform_conv2d(x, off, weight, None, stride=(dH, dW), padding=(padH, padW), dilation=(dilationH, dilationW))
+    _write(output, out if input.dim() == 4 else out[0], accumulate=False)
+    return 1
+
+
+def deform_conv_backward_input(
+    input, offset, gradOutput, gradInput, gradOffset, weight, columns, kW, kH, dW, dH, padW, padH,
+    dilationW, dilationH, group, deformable_group, im2col_step,
+):
+    """Gradients of deformable convolution w.r.t. input (added to ``gradInput``) and offset
+    (written to ``gradOffset``); returns 1."""
+    x, off, g = _batched(input, offset, gradOutput)
+    _check(x, weight, off, kH, kW, group, deformable_group)
+    gi, go, gw, _, _ = _deform_grads(x, off, weight, g, None, None, (dH, dW), (padH, padW), (dilationH, dilationW))
+    params = (kW, kH, dW, dH, padW, padH, dilationW, dilationH, group, deformable_group, tuple(weight.shape))
+    _weight_grad_cache.put((input, offset, gradOutput), params, gw)
+    _write(gradInput, gi if input.dim() == 4 else gi[0], accumulate=True)
+    _write(gradOffset, go if offset.dim() == 4 else go[0], accumulate=False)
+    return 1
+
+
+def deform_conv_backward_filter(
+    input, offset, gradOutput, gradWeight, columns, ones, kW, kH, dW, dH, padW, padH, dilationW,
+    dilationH, group, deformable_group, scale, im2col_step,
+):
+    """Gradient of deformable convolution w.r.t. the weight, times ``scale``, added to
+    ``gradWeight``; returns 1."""
+    x, off, g = _batched(input, offset, gradOutput)
+    _check(x, gradWeight, off, kH, kW, group, deformable_group)
+    params = (kW, kH, dW, dH, padW, padH, dilationW, dilationH, group, deformable_group, tuple(gradWeight.shape))
+    gw = _weight_grad_cache.take((input, offset, gradOutput), params)
+    if gw is None:
+        # The weight gradient does not depend on the weight's value (the op is linear in it),
+        # so any tensor of its shape stands in for the weight this op is not given.
+        gw = _deform_grads(x, off, torch.zeros_like(gradWeight), g, None, None, (dH, dW), (padH, padW),
+                           (dilationH, dilationW))[2]
+    gradWeight.add_(gw.to(gradWeight.dtype), alpha=scale)
+    return 1
+
+
+def modulated_deform_conv_forward(
+    input, weight, bias, ones, offset, mask, output, columns, kernel_h, kernel_w, stride_h, stride_w,
+    pad_h, pad_w, dilation_h, dilation_w, group, deformable_group, with_bias,
+):
+    """Modulated deformable convolution (v2) of ``input`` into ``output``."""
+    _check(input, weight, offset, kernel_h, kernel_w, group, deformable_group, mask)
+    with torch.no_grad():
+        out = deform_conv2d(
+            input, offset, weight, bias if with_bias else None, stride=(stride_h, stride_w),
+            padding=(pad_h, pad_w), dilation=(dilation_h, dilation_w), mask=mask,
+        )
+    _write(output, out, accumulate=False)
+
+
+def modulated_deform_conv_backward(
+    input, weight, bias, ones, offset, mask, columns, grad_input, grad_weight, grad_bias, grad_offset,
+    grad_mask, grad_output, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
+    dilation_w, group, deformable_group, with_bias,
+):
+    """Gradients of modulated deformable convolution: added to ``grad_input``, ``grad_weight``
+    and (if ``with_bias``) ``grad_bias``; written to ``grad_offset`` and ``grad_mask``."""
+    _check(input, weight, offset, kernel_h, kernel_w, group, deformable_group, mask)
+    gi, go, gw, gm, gb = _deform_grads(
+        input, offset, weight, grad_output, mask, bias if with_bias else None,
+        (stride_h, stride_w), (pad_h, pad_w), (dilation_h, dilation_w),
+    )
+    _write(grad_input, gi, accumulate=True)
+    _write(grad_weight, gw, accumulate=True)
+    if with_bias:
+        _write(grad_bias, gb, accumulate=True)
+    _write(grad_offset, go, accumulate=False)
+    _write(grad_mask, gm, accumulate=False)

@@ -1,0 +1,225 @@
+#!/usr/bin/env python
+"""Provision detectron2 into the current Python environment, without a C++ compiler.
+
+No package registry has a detectron2 wheel. The registry's ``pb1-detectron2==0.6`` is upstream
+v0.6's Python code without its C++ sources, so it cannot build as-is. This tool:
+
+1. leaves a working compiled detectron2 (a user's own build of v0.6 or main) alone, and says so;
+2. otherwise fetches the ``pb1-detectron2==0.6`` sdist with pip, applies the small named fixes
+   in ``detectron2_patches.py`` (Pillow >= 10, setuptools >= 81, NumPy 2, Python 3.11, torch 2.x,
+   CPU-only launch), adds the pure-PyTorch ``detectron2._C`` from ``detectron2_overlay/``, and
+   builds and installs a wheel named ``detectron2`` (version ``0.6.post1+segd2``).
+
+It is idempotent: a second run finds the same build installed and does nothing.
+
+Usage:
+    python tools/install_detectron2.py [--force] [--sdist PATH]
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from detectron2_patches import PATCHES, PatchError, apply_patches  # noqa: E402
+
+SDIST_SPEC = "pb1-detectron2==0.6"
+VERSION = "0.6.post1+segd2"
+OVERLAY_DIR = Path(__file__).resolve().parent / "detectron2_overlay"
+BUILD_INFO = "_segd2_build.json"  # written into the installed package; records the recipe hash
+# Installed as detectron2.projects.*, as upstream's setup.py does.
+PROJECTS = {
+    "detectron2.projects.point_rend": "projects/PointRend/point_rend",
+    "detectron2.projects.deeplab": "projects/DeepLab/deeplab",
+    "detectron2.projects.panoptic_deeplab": "projects/Panoptic-DeepLab/panoptic_deeplab",
+}
+# Same runtime requirements as upstream v0.6, minus the ones only caffe2 export / `black` needed.
+INSTALL_REQUIRES = [
+    "Pillow>=7.1", "matplotlib", "pycocotools>=2.0.2", "termcolor>=1.1", "yacs>=0.1.8", "tabulate",
+    "cloudpickle", "tqdm>4.29.0", "tensorboard", "fvcore>=0.1.5,<0.1.6", "iopath>=0.1.7,<0.1.10",
+    "omegaconf>=2.1", "hydra-core>=1.1",
+]
+
+
+class ProvisionError(RuntimeError):
+    """A failure with a message meant for the user (printed without a traceback)."""
+
+
+def log(msg: str) -> None:
+    print(f"[install_detectron2] {msg}", flush=True)
+
+
+def recipe_hash() -> str:
+    """Hash of everything that defines our build: the patches and the overlay files."""
+    h = hashlib.sha256(VERSION.encode())
+    for p in [Path(__file__).resolve().parent / "detectron2_patches.py", Path(__file__).resolve()]:
+        h.update(p.read_bytes())
+    for p in sorted(OVERLAY_DIR.rglob("*.py")):
+        h.update(str(p.relative_to(OVERLAY_DIR)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def probe_installed() -> dict:
+    """Import detectron2 in a fresh interpreter and describe what is installed."""
+    code = (
+        "import json, os\n"
+        "out = {}\n"
+        "try:\n"
+        "    import detectron2\n"
+        "    out['version'] = detectron2.__version__\n"
+        "    out['path'] = os.path.dirname(detectron2.__file__)\n"
+        "    from detectron2 import _C\n"
+        "    out['pure'] = bool(getattr(_C, 'PURE_PYTORCH', False))\n"
+        "    out['c_file'] = _C.__file__\n"
+        "except Exception as e:\n"
+        "    out['error'] = f'{type(e).__name__}: {e}'\n"
+        "print(json.dumps(out))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tempfile.gettempdir())
+    try:
+        info = json.loads(res.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"error": res.stderr.strip()[-500:]}
+    build = Path(info.get("path", "/nonexistent")) / BUILD_INFO
+    if build.is_file():
+        info["build"] = json.loads(build.read_text())
+    return info
+
+
+def fetch_sdist(dest: Path) -> Path:
+    """Download the pb1-detectron2 sdist with pip (its setup.py imports torch: no build isolation)."""
+    log(f"fetching {SDIST_SPEC} (source distribution) with pip ...")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+           "--no-build-isolation", "-d", str(dest), SDIST_SPEC]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(dest.glob("pb1*detectron2-0.6.tar.gz"))
+    if res.returncode != 0 or not found:
+        tail = "\n    ".join((res.stderr or res.stdout).strip().splitlines()[-6:])
+        raise ProvisionError(
+            f"could not fetch {SDIST_SPEC} from the package index.\n"
+            f"  pip said:\n    {tail}\n"
+            "  Check that pip can reach your package index (and that torch is installed: the sdist's "
+            "setup.py imports it), or download the sdist elsewhere and pass --sdist PATH."
+        )
+    return found[0]
+
+
+def write_setup_py(root: Path) -> None:
+    setup_py = f'''# Generated by seg_d2's tools/install_detectron2.py: pure-Python build of detectron2 v0.6.
+from setuptools import find_packages, setup
+
+PROJECTS = {PROJECTS!r}
+setup(
+    name="detectron2",
+    version={VERSION!r},
+    description="detectron2 v0.6 (from pb1-detectron2) with seg_d2's fixes and a pure-PyTorch _C",
+    packages=find_packages(include=["detectron2", "detectron2.*"]) + list(PROJECTS),
+    package_dir=PROJECTS,
+    package_data={{"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"],
+                   "detectron2": [{BUILD_INFO!r}]}},
+    python_requires=">=3.8",
+    install_requires={INSTALL_REQUIRES!r},
+)
+'''
+    (root / "setup.py").write_text(setup_py)
+
+
+def build_and_install(sdist: Path, work: Path, rhash: str) -> None:
+    log(f"unpacking {sdist.name}")
+    with tarfile.open(sdist) as tar:
+        tar.extractall(work, filter="data")
+    src = next(work.glob("pb1*detectron2-0.6"))
+    pkg = src / "detectron2"
+    if not (pkg / "__init__.py").is_file():
+        raise ProvisionError(f"{sdist}: no detectron2/ package inside; is it really {SDIST_SPEC}?")
+
+    log("applying fixes:")
+    for name, summary in apply_patches(pkg):
+        log(f"  - {name}: {summary}")
+    c_dir = pkg / "_C"
+    shutil.copytree(OVERLAY_DIR / "_C", c_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    log("added detectron2/_C: pure-PyTorch stand-in for the C++ extension")
+    (pkg / BUILD_INFO).write_text(json.dumps({"version": VERSION, "recipe": rhash, "sdist": SDIST_SPEC}))
+
+    build_root = work / "build_root"
+    build_root.mkdir()
+    shutil.move(str(pkg), build_root / "detectron2")
+    for target in PROJECTS.values():
+        shutil.copytree(src / target, build_root / target)
+    write_setup_py(build_root)
+
+    wheel_dir = work / "wheels"
+    log(f"building wheel detectron2=={VERSION}")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+          str(wheel_dir), str(build_root)], "building the detectron2 wheel")
+    wheel = next(wheel_dir.glob("detectron2-*.whl"))
+    log(f"installing {wheel.name}")
+    _run([sys.executable, "-m", "pip", "install", "--no-deps", "--force-reinstall", str(wheel)],
+         "installing the detectron2 wheel")
+
+
+def _run(cmd, what: str) -> None:
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = "\n    ".join((res.stderr or res.stdout).strip().splitlines()[-10:])
+        raise ProvisionError(f"{what} failed:\n    {tail}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild and reinstall seg_d2's detectron2 build even if it is current "
+                        "(a compiled detectron2 is never replaced)")
+    parser.add_argument("--sdist", type=Path, help="use this pb1-detectron2-0.6.tar.gz instead of fetching it")
+    args = parser.parse_args(argv)
+
+    try:
+        import torch  # noqa: F401  (the sdist's setup.py and detectron2 itself need it)
+    except ImportError:
+        log("error: torch is not installed in this environment; install requirements/base.txt first.")
+        return 2
+
+    info = probe_installed()
+    rhash = recipe_hash()
+    if "error" not in info and not info.get("pure"):
+        log(f"found a compiled detectron2 {info['version']} at {info['path']} (_C: {info['c_file']}); "
+            "leaving it alone.")
+        return 0
+    if "error" not in info and info.get("build", {}).get("recipe") == rhash and not args.force:
+        log(f"detectron2 {info['version']} (seg_d2 build {rhash}) is already installed at "
+            f"{info['path']}; nothing to do.")
+        return 0
+    if "error" in info:
+        log(f"no working detectron2 here ({info['error'].splitlines()[-1] if info['error'] else 'not importable'})")
+    else:
+        log(f"replacing detectron2 {info['version']} at {info['path']} (seg_d2 build "
+            f"{info.get('build', {}).get('recipe', 'unknown')} -> {rhash})")
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="segd2_d2build_") as tmp:
+            work = Path(tmp)
+            sdist = args.sdist if args.sdist else fetch_sdist(work / "sdist")
+            if not sdist.is_file():
+                raise ProvisionError(f"--sdist {sdist}: no such file")
+            build_and_install(sdist, work, rhash)
+    except (ProvisionError, PatchError) as e:
+        log(f"error: {e}")
+        return 2
+
+    after = probe_installed()
+    if "error" in after:
+        log(f"error: detectron2 was installed but does not import: {after['error']}")
+        return 2
+    log(f"done: detectron2 {after['version']} at {after['path']} (pure-PyTorch _C, seg_d2 build {rhash})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Idempotent set-up, sourced by tools/quickstart.sh and tools/test.sh:
+# creates the virtual environment (default ./.venv, or $SEG_D2_VENV) if missing, installs the pinned
+# requirements, provisions detectron2 and installs seg_d2 in editable mode.
+set -euo pipefail
+SEG_D2_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${SEG_D2_VENV:-$SEG_D2_ROOT/.venv}"
+PY="$VENV/bin/python"
+if [ ! -x "$PY" ]; then
+  echo "[setup] creating virtual environment $VENV"
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.seg_d2_requirements.sha"
+want="$(cat "$SEG_D2_ROOT"/requirements/*.txt "$SEG_D2_ROOT/setup.py" | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[setup] installing pinned requirements (requirements/test.txt)"
+  "$PY" -m pip install -q -r "$SEG_D2_ROOT/requirements/test.txt"
+  "$PY" -m pip install -q --no-deps --no-build-isolation -e "$SEG_D2_ROOT"
+  echo "$want" > "$stamp"
+else
+  echo "[setup] pinned requirements already installed in $VENV"
+fi
+"$PY" "$SEG_D2_ROOT/tools/install_detectron2.py"
+export PATH="$VENV/bin:$PATH"
