@@ -17,9 +17,12 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
+from detectron2.utils.logger import setup_logger
+from detectron2.projects.deeplab import build_lr_scheduler
 
 import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 from seg_d2 import add_seg_d2_config
+from seg_d2.data import build_test_loader, build_train_loader
 from seg_d2.evaluation import build_evaluator
 
 
@@ -29,6 +32,20 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        # INPUT.DATASET_MAPPER_NAME picks the mapper: detectron2's DatasetMapper by default.
+        return build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        # detectron2's schedulers plus WarmupPolyLR (SOLVER.LR_SCHEDULER_NAME), from projects/deeplab.
+        return build_lr_scheduler(cfg, optimizer)
 
 
 def setup(args):
@@ -41,6 +58,7 @@ def setup(args):
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_d2")
     if cfg.MODEL.DEVICE == "cpu" and args.num_gpus > 1:
         logging.getLogger("seg_d2").info(
             f"No GPU: running {args.num_gpus} CPU processes of DistributedDataParallel over GLOO."
