@@ -135,6 +135,48 @@ PATCHES = [
         )],
     ),
     Patch(
+        "deform_conv_on_cpu",
+        "deformable conv refused CPU tensors; the pure-PyTorch _C runs it on any device",
+        [
+            (
+                "layers/deform_conv.py",
+                "        if not input.is_cuda:\n            if deformable_groups != 1:",
+                "        if not input.is_cuda and not _PURE_PYTORCH_C:\n            if deformable_groups != 1:",
+            ),
+            (
+                "layers/deform_conv.py",
+                "        if not grad_output.is_cuda:\n"
+                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")\n"
+                "        else:",
+                "        if not grad_output.is_cuda and not _PURE_PYTORCH_C:\n"
+                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")\n"
+                "        else:",
+            ),
+            (
+                "layers/deform_conv.py",
+                "        if not input.is_cuda:\n"
+                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")",
+                "        if not input.is_cuda and not _PURE_PYTORCH_C:\n"
+                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")",
+            ),
+            (
+                "layers/deform_conv.py",
+                "        if not grad_output.is_cuda:\n"
+                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")\n"
+                "        input, offset, mask, weight, bias = ctx.saved_tensors",
+                "        if not grad_output.is_cuda and not _PURE_PYTORCH_C:\n"
+                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")\n"
+                "        input, offset, mask, weight, bias = ctx.saved_tensors",
+            ),
+            (
+                "layers/deform_conv.py",
+                "from detectron2 import _C\n",
+                "from detectron2 import _C\n\n"
+                "_PURE_PYTORCH_C = getattr(_C, \"PURE_PYTORCH\", False)  # its ops run on CPU tensors too\n",
+            ),
+        ],
+    ),
+    Patch(
         "register_nms_rotated_op",
         "layers/nms.py calls torch.ops.detectron2.nms_rotated, which importing _C registers",
         [(

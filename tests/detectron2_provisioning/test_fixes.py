@@ -146,9 +146,13 @@ def test_create_ddp_model_on_cpu_modules(monkeypatch):
 
 
 
-def test_coco_evaluator_uses_pycocotools_without_fast_cocoeval(tmp_path):
-    # Without the compiled fast COCOeval, COCOEvaluator must still give pycocotools' numbers.
+@pytest.mark.parametrize("fast_cocoeval", [True, False])
+def test_coco_evaluator_matches_pycocotools_with_and_without_fast_cocoeval(tmp_path, monkeypatch, fast_cocoeval):
+    # With _C's fast COCOeval, or without it (then COCOEvaluator falls back to pycocotools' COCOeval),
+    # COCOEvaluator gives pycocotools' numbers.
     import json
+
+    import detectron2.evaluation.coco_evaluation as coco_evaluation
 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -174,7 +178,14 @@ def test_coco_evaluator_uses_pycocotools_without_fast_cocoeval(tmp_path):
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps({"images": images, "annotations": anns,
                               "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}))
-    name = "seg_d2_test_coco_fallback"
+    if not fast_cocoeval:
+        monkeypatch.setattr(_C, "HAS_FAST_COCOEVAL", False, raising=False)
+
+        def fail(*args, **kwargs):
+            raise AssertionError("the fast COCOeval must not be used when _C lacks it")
+
+        monkeypatch.setattr(coco_evaluation, "COCOeval_opt", fail)
+    name = f"seg_d2_test_coco_eval_{tmp_path.name}"  # metadata is global: one name per test case
     MetadataCatalog.get(name).set(json_file=str(gt), thing_dataset_id_to_contiguous_id={1: 0, 2: 1},
                                   thing_classes=["a", "b"])
     evaluator = COCOEvaluator(name, tasks=("bbox",), distributed=False)
@@ -195,6 +206,3 @@ def test_coco_evaluator_uses_pycocotools_without_fast_cocoeval(tmp_path):
     assert ours["AP50"] == pytest.approx(100 * ref.stats[1], abs=1e-6)
     assert ours["AP75"] == pytest.approx(100 * ref.stats[2], abs=1e-6)
     assert 0 < ours["AP"] < 100
-    if getattr(_C, "PURE_PYTORCH", False) and not _C.HAS_FAST_COCOEVAL:
-        with pytest.raises(NotImplementedError, match="COCOevalEvaluateImages"):
-            _C.COCOevalEvaluateImages()

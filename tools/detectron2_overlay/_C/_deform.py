@@ -11,6 +11,7 @@ torch.autograd through deform_conv2d, whose backward is torchvision's own kernel
 Write semantics follow the CUDA code: the output and the offset / mask gradients are
 overwritten, the input, weight and bias gradients are accumulated into.
 """
+
 import weakref
 
 import torch
@@ -27,19 +28,19 @@ __all__ = [
 
 def _check(input, weight, offset, kh, kw, group, deformable_group, mask=None):
     if weight.dim() != 4 or weight.shape[2] != kh or weight.shape[3] != kw:
-        raise ValueError(f"weight {tuple(weight.shape)} does not match kernel size ({kh}, {kw})")
+        raise RuntimeError(f"weight {tuple(weight.shape)} does not match kernel size ({kh}, {kw})")
     if input.shape[1] != weight.shape[1] * group:
-        raise ValueError(
+        raise RuntimeError(
             f"input has {input.shape[1]} channels; weight {tuple(weight.shape)} with group={group} "
             f"expects {weight.shape[1] * group}"
         )
     if offset.shape[1] != deformable_group * 2 * kh * kw:
-        raise ValueError(
+        raise RuntimeError(
             f"offset has {offset.shape[1]} channels; deformable_group={deformable_group} with a "
             f"{kh}x{kw} kernel needs {deformable_group * 2 * kh * kw}"
         )
     if mask is not None and mask.shape[1] != deformable_group * kh * kw:
-        raise ValueError(
+        raise RuntimeError(
             f"mask has {mask.shape[1]} channels; deformable_group={deformable_group} with a "
             f"{kh}x{kw} kernel needs {deformable_group * kh * kw}"
         )
@@ -56,7 +57,7 @@ def _write(dst, src, accumulate):
         # The CUDA code views its outputs to the computed shape; a caller that passes an
         # empty placeholder gets it resized, anything else is an error.
         if dst.numel() != 0 or accumulate:
-            raise ValueError(f"expected a tensor of shape {tuple(src.shape)}, got {tuple(dst.shape)}")
+            raise RuntimeError(f"expected a tensor of shape {tuple(src.shape)}, got {tuple(dst.shape)}")
         dst.resize_(src.shape)
     if accumulate:
         dst.add_(src)
@@ -112,21 +113,54 @@ def _deform_grads(input, offset, weight, grad_output, mask, bias, stride, paddin
 
 
 def deform_conv_forward(
-    input, weight, offset, output, columns, ones, kW, kH, dW, dH, padW, padH, dilationW, dilationH,
-    group, deformable_group, im2col_step,
+    input,
+    weight,
+    offset,
+    output,
+    columns,
+    ones,
+    kW,
+    kH,
+    dW,
+    dH,
+    padW,
+    padH,
+    dilationW,
+    dilationH,
+    group,
+    deformable_group,
+    im2col_step,
 ):
     """Deformable convolution (v1) of ``input`` into ``output``; returns 1 like the C++ op."""
     x, off = _batched(input, offset)
     _check(x, weight, off, kH, kW, group, deformable_group)
     with torch.no_grad():
-        out = deform_conv2d(x, off, weight, None, stride=(dH, dW), padding=(padH, padW), dilation=(dilationH, dilationW))
+        out = deform_conv2d(
+            x, off, weight, None, stride=(dH, dW), padding=(padH, padW), dilation=(dilationH, dilationW)
+        )
     _write(output, out if input.dim() == 4 else out[0], accumulate=False)
     return 1
 
 
 def deform_conv_backward_input(
-    input, offset, gradOutput, gradInput, gradOffset, weight, columns, kW, kH, dW, dH, padW, padH,
-    dilationW, dilationH, group, deformable_group, im2col_step,
+    input,
+    offset,
+    gradOutput,
+    gradInput,
+    gradOffset,
+    weight,
+    columns,
+    kW,
+    kH,
+    dW,
+    dH,
+    padW,
+    padH,
+    dilationW,
+    dilationH,
+    group,
+    deformable_group,
+    im2col_step,
 ):
     """Gradients of deformable convolution w.r.t. input (added to ``gradInput``) and offset
     (written to ``gradOffset``); returns 1."""
@@ -141,8 +175,24 @@ def deform_conv_backward_input(
 
 
 def deform_conv_backward_filter(
-    input, offset, gradOutput, gradWeight, columns, ones, kW, kH, dW, dH, padW, padH, dilationW,
-    dilationH, group, deformable_group, scale, im2col_step,
+    input,
+    offset,
+    gradOutput,
+    gradWeight,
+    columns,
+    ones,
+    kW,
+    kH,
+    dW,
+    dH,
+    padW,
+    padH,
+    dilationW,
+    dilationH,
+    group,
+    deformable_group,
+    scale,
+    im2col_step,
 ):
     """Gradient of deformable convolution w.r.t. the weight, times ``scale``, added to
     ``gradWeight``; returns 1."""
@@ -153,37 +203,89 @@ def deform_conv_backward_filter(
     if gw is None:
         # The weight gradient does not depend on the weight's value (the op is linear in it),
         # so any tensor of its shape stands in for the weight this op is not given.
-        gw = _deform_grads(x, off, torch.zeros_like(gradWeight), g, None, None, (dH, dW), (padH, padW),
-                           (dilationH, dilationW))[2]
+        gw = _deform_grads(
+            x, off, torch.zeros_like(gradWeight), g, None, None, (dH, dW), (padH, padW), (dilationH, dilationW)
+        )[2]
     gradWeight.add_(gw.to(gradWeight.dtype), alpha=scale)
     return 1
 
 
 def modulated_deform_conv_forward(
-    input, weight, bias, ones, offset, mask, output, columns, kernel_h, kernel_w, stride_h, stride_w,
-    pad_h, pad_w, dilation_h, dilation_w, group, deformable_group, with_bias,
+    input,
+    weight,
+    bias,
+    ones,
+    offset,
+    mask,
+    output,
+    columns,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dilation_h,
+    dilation_w,
+    group,
+    deformable_group,
+    with_bias,
 ):
     """Modulated deformable convolution (v2) of ``input`` into ``output``."""
     _check(input, weight, offset, kernel_h, kernel_w, group, deformable_group, mask)
     with torch.no_grad():
         out = deform_conv2d(
-            input, offset, weight, bias if with_bias else None, stride=(stride_h, stride_w),
-            padding=(pad_h, pad_w), dilation=(dilation_h, dilation_w), mask=mask,
+            input,
+            offset,
+            weight,
+            bias if with_bias else None,
+            stride=(stride_h, stride_w),
+            padding=(pad_h, pad_w),
+            dilation=(dilation_h, dilation_w),
+            mask=mask,
         )
     _write(output, out, accumulate=False)
 
 
 def modulated_deform_conv_backward(
-    input, weight, bias, ones, offset, mask, columns, grad_input, grad_weight, grad_bias, grad_offset,
-    grad_mask, grad_output, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
-    dilation_w, group, deformable_group, with_bias,
+    input,
+    weight,
+    bias,
+    ones,
+    offset,
+    mask,
+    columns,
+    grad_input,
+    grad_weight,
+    grad_bias,
+    grad_offset,
+    grad_mask,
+    grad_output,
+    kernel_h,
+    kernel_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dilation_h,
+    dilation_w,
+    group,
+    deformable_group,
+    with_bias,
 ):
     """Gradients of modulated deformable convolution: added to ``grad_input``, ``grad_weight``
     and (if ``with_bias``) ``grad_bias``; written to ``grad_offset`` and ``grad_mask``."""
     _check(input, weight, offset, kernel_h, kernel_w, group, deformable_group, mask)
     gi, go, gw, gm, gb = _deform_grads(
-        input, offset, weight, grad_output, mask, bias if with_bias else None,
-        (stride_h, stride_w), (pad_h, pad_w), (dilation_h, dilation_w),
+        input,
+        offset,
+        weight,
+        grad_output,
+        mask,
+        bias if with_bias else None,
+        (stride_h, stride_w),
+        (pad_h, pad_w),
+        (dilation_h, dilation_w),
     )
     _write(grad_input, gi, accumulate=True)
     _write(grad_weight, gw, accumulate=True)

@@ -5,9 +5,11 @@ image (y pointing down), exactly as in detectron2's C++ ``box_iou_rotated_utils.
 vectorised torch code that runs on whatever device its inputs are on; geometry is computed in
 float64 (float32 on MPS, which has no float64).
 """
+
 import math
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["box_iou_rotated", "nms_rotated", "roi_align_rotated_forward", "roi_align_rotated_backward"]
 
@@ -16,10 +18,12 @@ _PAIR_CHUNK_CPU = 1 << 12
 _PAIR_CHUNK_GPU = 1 << 18
 # Elements of the (cheap) bounding-box overlap mask evaluated at once.
 _MASK_CHUNK = 1 << 22
+# Candidate box pairs (each with ~10 int64 / float64 temporaries) handled at once by NMS.
+_NMS_PAIR_CHUNK = 1 << 21
 # Boxes resolved per step of the blocked greedy NMS.
-_NMS_BLOCK = 512
-# Gathered (sample, channel) values per ROIAlignRotated chunk.
-_ROI_CHUNK = 1 << 22
+_NMS_BLOCK = 256
+# Bilinear taps (index + weight) per ROIAlignRotated chunk.
+_ROI_CHUNK = 1 << 23
 
 
 def _geom_dtype(device: torch.device) -> torch.dtype:
@@ -128,13 +132,50 @@ def _overlap_candidates(b1, ext1, b2, ext2):
     return (dx <= ex1[:, None] + ex2[None]) & (dy <= ey1[:, None] + ey2[None])
 
 
-def _iou_of_pairs(b1, b2, ii, jj):
-    """IoU of ``b1[ii]`` with ``b2[jj]``, computed in chunks of pairs."""
-    out = b1.new_empty(ii.shape[0])
+def _separated(b1: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+    """Pairs of rotated rectangles ``b1[i]``, ``b2[i]`` that provably do not overlap.
+
+    Separating-axis test on the 4 edge normals: a few dozen flops per pair, and exact for
+    rectangles (far tighter than enclosing boxes for thin or rotated ones), so only really
+    overlapping pairs go through the exact intersection.
+    """
+    t1 = b1[:, 4] * (math.pi / 180.0)
+    t2 = b2[:, 4] * (math.pi / 180.0)
+    # unit axes of each box, in the vertex convention of _corners: u = (c, -s), v = (s, c)
+    c1, s1, c2, s2 = torch.cos(t1), torch.sin(t1), torch.cos(t2), torch.sin(t2)
+    dx, dy = b2[:, 0] - b1[:, 0], b2[:, 1] - b1[:, 1]
+    a1, h1, a2, h2 = b1[:, 2] * 0.5, b1[:, 3] * 0.5, b2[:, 2] * 0.5, b2[:, 3] * 0.5
+    cd = (c1 * c2 + s1 * s2).abs()  # |cos(t1 - t2)|
+    sd = (s1 * c2 - c1 * s2).abs()  # |sin(t1 - t2)|
+    # Radii get a relative margin: a pair this close only touches (zero area) anyway.
+    m = 1 + 1e-9
+    return (
+        ((dx * c1 - dy * s1).abs() > (a1 + a2 * cd + h2 * sd) * m)
+        | ((dx * s1 + dy * c1).abs() > (h1 + a2 * sd + h2 * cd) * m)
+        | ((dx * c2 - dy * s2).abs() > (a2 + a1 * cd + h1 * sd) * m)
+        | ((dx * s2 + dy * c2).abs() > (h2 + a1 * sd + h1 * cd) * m)
+    )
+
+
+def _iou_of_pairs(b1, b2, ii, jj, floor=None):
+    """IoU of ``b1[ii]`` with ``b2[jj]``.
+
+    Pairs that do not overlap are 0 without the exact computation; with ``floor`` set, so are
+    pairs whose IoU cannot exceed it (IoU <= smaller area / larger area), for NMS, which only
+    asks whether IoU > threshold.
+    """
+    out = b1.new_zeros(ii.shape[0])
     chunk = _PAIR_CHUNK_CPU if b1.device.type == "cpu" else _PAIR_CHUNK_GPU
-    for s in range(0, ii.shape[0], chunk):
-        sl = slice(s, s + chunk)
-        out[sl] = _paired_iou(b1[ii[sl]], b2[jj[sl]])
+    for s in range(0, ii.shape[0], _MASK_CHUNK):
+        p, q = b1[ii[s : s + _MASK_CHUNK]], b2[jj[s : s + _MASK_CHUNK]]
+        live = ~_separated(p, q)
+        if floor is not None:
+            area1, area2 = p[:, 2] * p[:, 3], q[:, 2] * q[:, 3]
+            live &= torch.minimum(area1, area2) >= torch.maximum(area1, area2) * floor
+        (sel,) = live.nonzero(as_tuple=True)
+        for c in range(0, sel.shape[0], chunk):
+            idx = sel[c : c + chunk]
+            out[s + idx] = _paired_iou(p[idx], q[idx])
     return out
 
 
@@ -231,7 +272,9 @@ def nms_rotated(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
 
     def above(ii, jj):
         """IoU(box ii, box jj) > threshold, compared in the boxes' dtype as the C++ kernel does."""
-        return _iou_of_pairs(boxes, boxes, ii, jj).to(thr_dtype) > iou_threshold
+        # the floor only skips pairs that provably cannot pass the threshold test
+        floor = max(float(iou_threshold) * (1 - 1e-6) - 1e-7, 0.0)
+        return _iou_of_pairs(boxes, boxes, ii, jj, floor).to(thr_dtype) > iou_threshold
 
     removed = ~ok  # a degenerate box has IoU 0 with everything: it neither suppresses nor is suppressed
     keep_sorted = [(~ok).nonzero(as_tuple=True)[0]]
@@ -251,7 +294,7 @@ def nms_rotated(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) 
         # Kept boxes of this block against every later box near them in x.
         lo = torch.searchsorted(left_sorted, boxes[kept, 0] - ex[kept] - widest)
         hi = torch.searchsorted(left_sorted, boxes[kept, 0] + ex[kept], right=True)
-        for rows, pos in _range_pairs(lo, hi, _MASK_CHUNK):
+        for rows, pos in _range_pairs(lo, hi, _NMS_PAIR_CHUNK):
             j = by_left[pos]
             live = (j >= e) & ~removed[j]  # cheapest and most selective test first
             i, j = kept[rows[live]], j[live]
@@ -298,15 +341,16 @@ _NMS_LIB = globals().get("_NMS_LIB") or _register_nms_rotated_op()
 # ----------------------------------------------------------------------------- ROIAlignRotated
 
 
-def _roi_samples(rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, height, width, cdt, channels):
-    """Yield, per chunk of ROIs, the bilinear taps of every sampling point.
+def _roi_samples(rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, height, width, cdt):
+    """Yield, per chunk of ROIs, the bilinear taps of all their sampling points, bin by bin.
 
-    Yields ``(bin_index, batch_index, taps, weights)``: for each of the T sampling points of
-    the chunk, the flat output bin it averages into (roi * PH * PW + ph * PW + pw), its image,
-    the 4 flat pixel indices (y * W + x) it reads and their weights, already divided by the
-    bin's sample count. Points follow the C++ ``pre_calc_for_bilinear_interpolate``: sample
-    grid, rotation about the ROI centre, the -0.5 pixel offset (aligned ROIAlign), zero weight
-    beyond one pixel outside the map and clamping to the border within it.
+    Yields ``(k0, k1, rows, weights, bag_sizes)`` for ROIs ``k0:k1``: ``rows`` [E] are flat
+    pixel indices (batch * H * W + y * W + x) into the channels-last feature map, ``weights``
+    [E] their bilinear weights divided by the bin's sample count, and ``bag_sizes`` [bins] the
+    number of consecutive entries that belong to each output bin (4 taps per sampling point).
+    Points follow the C++ ``pre_calc_for_bilinear_interpolate``: sample grid, rotation about
+    the ROI centre, the -0.5 pixel offset (aligned ROIAlign), zero weight beyond one pixel
+    outside the map and clamping to the border within it.
     """
     device = rois.device
     r = rois.detach().to(cdt)
@@ -317,7 +361,7 @@ def _roi_samples(rois, spatial_scale, pooled_height, pooled_width, sampling_rati
     rw = r[:, 3] * spatial_scale
     rh = r[:, 4] * spatial_scale
     if bool(((rw < 0) | (rh < 0)).any()):
-        raise ValueError("ROIs in ROIAlignRotated do not have non-negative size!")
+        raise RuntimeError("ROIs in ROIAlignRotated do not have non-negative size!")
     theta = r[:, 5] * (math.pi / 180.0)
     cos_t, sin_t = torch.cos(theta), torch.sin(theta)
     bin_h, bin_w = rh / ph_n, rw / pw_n
@@ -328,53 +372,55 @@ def _roi_samples(rois, spatial_scale, pooled_height, pooled_width, sampling_rati
         grid_h = torch.ceil(rh / ph_n).long()
         grid_w = torch.ceil(rw / pw_n).long()
     count = (grid_h * grid_w).clamp_min(1).to(cdt)
-    per_roi = grid_h * grid_w * (ph_n * pw_n)
-    per_roi_cpu = per_roi.cpu()
-    csum = per_roi_cpu.cumsum(0)
-    start = torch.cat([per_roi_cpu.new_zeros(1), csum[:-1]]).to(device)
-    # Each sampling point costs 4 taps x channels gathered values.
-    budget = max(1, _ROI_CHUNK // (4 * max(1, channels)))
+    per_roi = grid_h * grid_w * (ph_n * pw_n)  # sampling points per ROI
+    csum = per_roi.cumsum(0).cpu()
+    start = per_roi.cumsum(0) - per_roi
     k0 = 0
     while k0 < k:
         base = int(csum[k0 - 1]) if k0 else 0
-        k1 = int(torch.searchsorted(csum, torch.tensor(base + budget), right=True))
+        k1 = int(torch.searchsorted(csum, torch.tensor(base + _ROI_CHUNK // 4), right=True))
         k1 = max(k1, k0 + 1)
         total = int(csum[k1 - 1]) - base
-        if total > 0:
-            roi = torch.repeat_interleave(torch.arange(k0, k1, device=device), per_roi[k0:k1], output_size=total)
-            local = torch.arange(total, device=device) - (start[roi] - base)
-            gh, gw = grid_h[roi], grid_w[roi]
-            n_sub = gh * gw
-            bin_ = local // n_sub
-            sub = local - bin_ * n_sub
-            iy, ix = sub // gw, sub - (sub // gw) * gw
-            ph, pw = bin_ // pw_n, bin_ - (bin_ // pw_n) * pw_n
-            yy = -rh[roi] / 2 + ph.to(cdt) * bin_h[roi] + (iy.to(cdt) + 0.5) * bin_h[roi] / gh.to(cdt)
-            xx = -rw[roi] / 2 + pw.to(cdt) * bin_w[roi] + (ix.to(cdt) + 0.5) * bin_w[roi] / gw.to(cdt)
-            c, s = cos_t[roi], sin_t[roi]
-            y = yy * c - xx * s + ch[roi]
-            x = yy * s + xx * c + cw[roi]
-            inside = (y >= -1.0) & (y <= height) & (x >= -1.0) & (x <= width)
-            y, x = y.clamp_min(0), x.clamp_min(0)
-            y_lo, x_lo = y.floor(), x.floor()
-            top_y, top_x = y_lo >= height - 1, x_lo >= width - 1
-            y_lo = torch.where(top_y, torch.full_like(y_lo, height - 1), y_lo)
-            x_lo = torch.where(top_x, torch.full_like(x_lo, width - 1), x_lo)
-            y = torch.where(top_y, y_lo, y)
-            x = torch.where(top_x, x_lo, x)
-            y_lo_i, x_lo_i = y_lo.long(), x_lo.long()
-            y_hi_i = torch.where(top_y, y_lo_i, y_lo_i + 1)
-            x_hi_i = torch.where(top_x, x_lo_i, x_lo_i + 1)
-            ly, lx = y - y_lo, x - x_lo
-            hy, hx = 1 - ly, 1 - lx
-            scale = inside.to(cdt) / count[roi]
-            weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], dim=1) * scale[:, None]
-            taps = torch.stack(
-                [y_lo_i * width + x_lo_i, y_lo_i * width + x_hi_i, y_hi_i * width + x_lo_i, y_hi_i * width + x_hi_i],
-                dim=1,
-            )
-            taps = torch.where(inside[:, None], taps, torch.zeros_like(taps))
-            yield roi * (ph_n * pw_n) + bin_, r[roi, 0].long(), taps, weights
+        bag_sizes = (4 * grid_h[k0:k1] * grid_w[k0:k1]).repeat_interleave(ph_n * pw_n)
+        if total == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            yield k0, k1, empty, empty.to(cdt), bag_sizes
+            k0 = k1
+            continue
+        roi = torch.repeat_interleave(torch.arange(k0, k1, device=device), per_roi[k0:k1], output_size=total)
+        local = torch.arange(total, device=device) - (start[roi] - base)
+        gh, gw = grid_h[roi], grid_w[roi]
+        n_sub = gh * gw
+        bin_ = local // n_sub
+        sub = local - bin_ * n_sub
+        iy, ix = sub // gw, sub % gw
+        ph, pw = bin_ // pw_n, bin_ % pw_n
+        yy = -rh[roi] / 2 + ph.to(cdt) * bin_h[roi] + (iy.to(cdt) + 0.5) * bin_h[roi] / gh.to(cdt)
+        xx = -rw[roi] / 2 + pw.to(cdt) * bin_w[roi] + (ix.to(cdt) + 0.5) * bin_w[roi] / gw.to(cdt)
+        c, s = cos_t[roi], sin_t[roi]
+        y = yy * c - xx * s + ch[roi]
+        x = yy * s + xx * c + cw[roi]
+        inside = (y >= -1.0) & (y <= height) & (x >= -1.0) & (x <= width)
+        y, x = y.clamp_min(0), x.clamp_min(0)
+        y_lo, x_lo = y.floor(), x.floor()
+        top_y, top_x = y_lo >= height - 1, x_lo >= width - 1
+        y_lo = torch.where(top_y, height - 1.0, y_lo)
+        x_lo = torch.where(top_x, width - 1.0, x_lo)
+        y = torch.where(top_y, y_lo, y)
+        x = torch.where(top_x, x_lo, x)
+        y_lo_i, x_lo_i = y_lo.long(), x_lo.long()
+        y_hi_i = torch.where(top_y, y_lo_i, y_lo_i + 1)
+        x_hi_i = torch.where(top_x, x_lo_i, x_lo_i + 1)
+        ly, lx = y - y_lo, x - x_lo
+        hy, hx = 1 - ly, 1 - lx
+        scale = inside.to(cdt) / count[roi]
+        weights = torch.stack([hy * hx, hy * lx, ly * hx, ly * lx], dim=1) * scale[:, None]
+        base_row = r[roi, 0].long() * (height * width)
+        rows = torch.stack(
+            [y_lo_i * width + x_lo_i, y_lo_i * width + x_hi_i, y_hi_i * width + x_lo_i, y_hi_i * width + x_hi_i], dim=1
+        )
+        rows = torch.where(inside[:, None], rows + base_row[:, None], 0)
+        yield k0, k1, rows.reshape(-1), weights.reshape(-1), bag_sizes
         k0 = k1
 
 
@@ -382,26 +428,33 @@ def _roi_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _bag_offsets(sizes: torch.Tensor) -> torch.Tensor:
+    return sizes.cumsum(0) - sizes
+
+
 def roi_align_rotated_forward(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio):
     """ROIAlignRotated forward: [K, C, PH, PW] features of ``rois`` [K, 6] (batch, cx, cy, w, h, angle).
 
-    Differentiable with respect to ``input`` by autograd as well (only gathers and sums).
+    Each output bin is a weighted sum of feature-map pixels: one ``embedding_bag`` call (bags =
+    bins, table = the channels-last map) computes them without materialising per-tap values.
+    Differentiable with respect to ``input`` by autograd as well.
     """
     n, c, height, width = input.shape
     k = rois.shape[0]
     cdt = _roi_dtype(input.dtype)
-    out = input.new_zeros(k * pooled_height * pooled_width, c, dtype=cdt)
-    if out.numel() == 0:
-        return out.reshape(k, pooled_height, pooled_width, c).permute(0, 3, 1, 2).to(input.dtype)
-    # Channels-last rows: one gather per tap fetches all channels of a pixel.
-    flat = input.permute(0, 2, 3, 1).reshape(n * height * width, c).to(cdt)
-    for bins, batch, taps, weights in _roi_samples(
-        rois, float(spatial_scale), pooled_height, pooled_width, sampling_ratio, height, width, cdt, c
+    bins_per_roi = pooled_height * pooled_width
+    if k * bins_per_roi * c == 0:
+        return input.new_zeros(k, c, pooled_height, pooled_width)
+    table = input.permute(0, 2, 3, 1).reshape(n * height * width, c).to(cdt)
+    parts = []
+    for k0, k1, rows, weights, bag_sizes in _roi_samples(
+        rois, float(spatial_scale), pooled_height, pooled_width, sampling_ratio, height, width, cdt
     ):
-        rows = batch[:, None] * (height * width) + taps
-        vals = (flat[rows] * weights[..., None]).sum(1)
-        out = out.index_add(0, bins, vals)
-    out = out.reshape(k, pooled_height, pooled_width, c).permute(0, 3, 1, 2)
+        if rows.numel() == 0:
+            parts.append(table.new_zeros((k1 - k0) * bins_per_roi, c))
+            continue
+        parts.append(F.embedding_bag(rows, table, _bag_offsets(bag_sizes), mode="sum", per_sample_weights=weights))
+    out = torch.cat(parts).reshape(k, pooled_height, pooled_width, c).permute(0, 3, 1, 2)
     return out.to(input.dtype).contiguous()
 
 
@@ -410,18 +463,32 @@ def roi_align_rotated_backward(
 ):
     """ROIAlignRotated backward: gradient [batch_size, channels, height, width] of the input.
 
-    The transpose of the forward's linear map: each output bin's gradient is scattered back to
-    the 4 taps of each of its sampling points with the forward's bilinear weights.
+    The transpose of the forward's linear map, computed the same way: the taps sorted by pixel
+    make one bag per pixel, over the table of output-bin gradients.
     """
     cdt = _roi_dtype(grad.dtype)
-    grad_flat = grad.new_zeros(batch_size * height * width, channels, dtype=cdt)
-    if grad.numel() and grad_flat.numel():
+    n_pixels = batch_size * height * width
+    grad_flat = None
+    if grad.numel() and n_pixels:
+        bins_per_roi = pooled_height * pooled_width
         g = grad.permute(0, 2, 3, 1).reshape(-1, channels).to(cdt)
-        for bins, batch, taps, weights in _roi_samples(
-            rois, float(spatial_scale), pooled_height, pooled_width, sampling_ratio, height, width, cdt, channels
+        for k0, k1, rows, weights, bag_sizes in _roi_samples(
+            rois, float(spatial_scale), pooled_height, pooled_width, sampling_ratio, height, width, cdt
         ):
-            rows = (batch[:, None] * (height * width) + taps).reshape(-1)
-            contrib = (g[bins][:, None, :] * weights[..., None]).reshape(-1, channels)
-            grad_flat.index_add_(0, rows, contrib)
+            if rows.numel() == 0:
+                continue
+            bins = torch.repeat_interleave(
+                torch.arange(k0 * bins_per_roi, k1 * bins_per_roi, device=rows.device),
+                bag_sizes,
+                output_size=rows.numel(),
+            )
+            rows, order = torch.sort(rows, stable=True)
+            per_pixel = torch.bincount(rows, minlength=n_pixels)
+            part = F.embedding_bag(
+                bins[order], g, _bag_offsets(per_pixel), mode="sum", per_sample_weights=weights[order]
+            )
+            grad_flat = part if grad_flat is None else grad_flat.add_(part)
+    if grad_flat is None:
+        return grad.new_zeros(batch_size, channels, height, width)
     out = grad_flat.reshape(batch_size, height, width, channels).permute(0, 3, 1, 2)
     return out.to(grad.dtype).contiguous()
