@@ -18,8 +18,8 @@ from ._deform import (
 )
 from ._rotated import box_iou_rotated, nms_rotated, roi_align_rotated_backward, roi_align_rotated_forward
 
-# Read by detectron2's patched COCOEvaluator: False makes it use pycocotools' COCOeval.
-HAS_FAST_COCOEVAL = getattr(COCOevalEvaluateImages, "implemented", True)
+# Read by detectron2's patched COCOEvaluator: False would make it use pycocotools' COCOeval.
+HAS_FAST_COCOEVAL = True
 # Marks this module as the pure-PyTorch build (a compiled _C has no such attribute).
 PURE_PYTORCH = True
 
