@@ -7,3 +7,93 @@ def add_seg_d2_config(cfg):
     cfg.SEG_D2 = CN()
     # Switch MODEL.DEVICE from "cuda" to "cpu" when no GPU is visible, instead of failing.
     cfg.SEG_D2.CPU_FALLBACK = True
+
+    # --- Semantic segmentation: U-Net / FCN heads, losses, data, inference (issue 3) ---
+    from detectron2.projects.deeplab import add_deeplab_config
+
+    add_deeplab_config(cfg)  # INPUT.CROP.SINGLE_CATEGORY_MAX_AREA, SOLVER.POLY_LR_POWER (WarmupPolyLR)
+    _add_sem_seg_config(cfg)
+
+    # Boundary-preserving mask head (BMask R-CNN, Cheng 2020): MODEL.ROI_MASK_HEAD.NAME "BoundaryPreservingMaskHead".
+    cfg.MODEL.BMASK = CN()
+    cfg.MODEL.BMASK.NUM_BOUNDARY_CONV = 2  # 3x3 convs in the boundary branch
+    cfg.MODEL.BMASK.MASK_RESOLUTION = 28  # side of predicted masks: POOLER_RESOLUTION x 2^k (e.g. 28, 56)
+    cfg.MODEL.BMASK.MASK_BCE_WEIGHT = 1.0  # weight of the mask BCE loss
+    cfg.MODEL.BMASK.MASK_DICE_WEIGHT = 1.0  # weight of the mask Dice loss
+    cfg.MODEL.BMASK.BOUNDARY_BCE_WEIGHT = 1.0  # weight of the boundary BCE loss
+    cfg.MODEL.BMASK.BOUNDARY_DICE_WEIGHT = 1.0  # weight of the boundary Dice loss
+    # Mask scoring (Mask Scoring R-CNN, Huang 2019), inside BoundaryPreservingMaskHead.
+    cfg.MODEL.MASK_SCORING = CN()
+    cfg.MODEL.MASK_SCORING.ENABLED = False  # predict each mask's IoU and multiply it into the instance score
+    cfg.MODEL.MASK_SCORING.NUM_CONV = 4  # 3x3 convs of the MaskIoU head (the last has stride 2)
+    cfg.MODEL.MASK_SCORING.CONV_DIM = 256  # width of those convs
+    cfg.MODEL.MASK_SCORING.FC_DIM = 1024  # width of its two hidden FC layers
+    cfg.MODEL.MASK_SCORING.LOSS_WEIGHT = 1.0  # weight of the L2 mask-IoU loss
+
+
+def _add_sem_seg_config(cfg):
+    """Keys of the semantic segmentation models (U-Net, FCN), their losses, data and inference."""
+    h = cfg.MODEL.SEM_SEG_HEAD
+    # Losses, combined with weights: names from ("ce", "dice", "focal", "boundary").
+    h.LOSSES = ["ce", "dice"]
+    # One weight per entry of LOSSES.
+    h.LOSS_WEIGHTS = [1.0, 1.0]
+    # Per-class weights of the cross-entropy terms; empty = unweighted.
+    h.CLASS_WEIGHTS = []
+    # Fraction of the hardest valid pixels kept by "ce" (online hard pixel mining); 1.0 = all.
+    h.TOPK_PIXEL_RATIO = 1.0
+    # Smoothing term of the soft Dice loss.
+    h.DICE_SMOOTH = 1.0
+    # Focal loss focusing parameter gamma.
+    h.FOCAL_GAMMA = 2.0
+    # Focal loss balance alpha (< 0: no alpha balancing).
+    h.FOCAL_ALPHA = -1.0
+    # Half-width in pixels of the band around ground-truth boundaries used by the "boundary" loss.
+    h.BOUNDARY_WIDTH = 3
+    # U-Net head: output channels of each decoder stage, deepest first (one per skip feature).
+    h.DECODER_CHANNELS = [256, 128, 64, 32, 16]
+    # U-Net head: "bilinear" (interpolate, then convs) or "deconv" (2x2 transposed convolution).
+    h.UPSAMPLE_MODE = "bilinear"
+    # U-Net head: auxiliary losses on the lower-resolution decoder stages (deep supervision).
+    h.DEEP_SUPERVISION = False
+    # Weight of each auxiliary (deep supervision) loss, relative to the main one.
+    h.DEEP_SUPERVISION_WEIGHT = 0.4
+    # FCN head: number of 3x3 convs on the deepest feature (fc6/fc7 of FCN as convolutions).
+    h.NUM_CONVS = 2
+    # FCN head: dropout after each of those convs.
+    h.DROPOUT = 0.1
+
+    # ResNet encoder for U-Net (build_resnet_unet_backbone): channels of the extra full-resolution
+    # path "s1" (0 = none); the stride-2 stem output is exposed as "s2".
+    cfg.MODEL.RESNET_UNET = CN()
+    cfg.MODEL.RESNET_UNET.FULL_RES_CHANNELS = 32
+
+    # Classic U-Net encoder (build_unet_backbone), Ronneberger et al. 2015.
+    cfg.MODEL.UNET = CN()
+    # Channels of the first level; each deeper level doubles them.
+    cfg.MODEL.UNET.BASE_CHANNELS = 64
+    # Number of levels, the bottleneck included (the paper: 5, strides 1..16).
+    cfg.MODEL.UNET.DEPTH = 5
+    # Normalization after each conv: "", "BN", "GN", "SyncBN".
+    cfg.MODEL.UNET.NORM = "BN"
+    # Features returned, "enc1" (stride 1) .. "enc{DEPTH}".
+    cfg.MODEL.UNET.OUT_FEATURES = ["enc1", "enc2", "enc3", "enc4", "enc5"]
+
+    # Dataset mapper of the train/test loaders: "" = detectron2's DatasetMapper, "sem_seg" = seg_d2's.
+    cfg.INPUT.DATASET_MAPPER_NAME = ""
+    # Colour jitter of the semantic mapper (brightness/contrast/saturation factor ranges).
+    cfg.INPUT.COLOR_JITTER = CN({"ENABLED": False})
+    cfg.INPUT.COLOR_JITTER.BRIGHTNESS = [0.8, 1.2]  # intensity factor range
+    cfg.INPUT.COLOR_JITTER.CONTRAST = [0.8, 1.2]  # contrast factor range
+    cfg.INPUT.COLOR_JITTER.SATURATION = [0.8, 1.2]  # saturation factor range (colour images only)
+
+    # Sliding-window inference (SegD2SemanticSegmentor): windows of SIZE (h, w), overlapping by
+    # OVERLAP (fraction of the window), blended with "gaussian" or "uniform" weights.
+    cfg.TEST.SLIDING_WINDOW = CN({"ENABLED": False})
+    cfg.TEST.SLIDING_WINDOW.SIZE = [512, 1024]  # window (height, width)
+    cfg.TEST.SLIDING_WINDOW.OVERLAP = 0.25  # overlap of neighbouring windows, fraction of the window
+    cfg.TEST.SLIDING_WINDOW.BLENDING = "gaussian"  # "gaussian" or "uniform" weights
+    # Test-time augmentation of semantic models (SegD2SemanticSegmentor), averaging probabilities.
+    cfg.TEST.SEM_SEG_TTA = CN({"ENABLED": False})
+    cfg.TEST.SEM_SEG_TTA.FLIP = True  # also the horizontally flipped image
+    cfg.TEST.SEM_SEG_TTA.SCALES = [0.75, 1.0, 1.25]  # image scale factors

@@ -1,1 +1,5 @@
 from .build import EVALUATOR_TYPES, build_evaluator
+from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
+from .boundary_iou import BoundaryCOCOeval, boundary_iou, mask_to_boundary
+from .coco_evaluation import COCOBoundaryEvaluator, evaluate_boundary_on_coco
+from .sem_seg_evaluation import SemSegBoundaryEvaluator

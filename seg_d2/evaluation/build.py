@@ -2,29 +2,35 @@
 import os
 
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import (
-    CityscapesInstanceEvaluator,
-    CityscapesSemSegEvaluator,
-    COCOEvaluator,
-    DatasetEvaluators,
-    SemSegEvaluator,
-)
+from detectron2.evaluation import DatasetEvaluators, RotatedCOCOEvaluator
+
+from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
+from .coco_evaluation import COCOBoundaryEvaluator
+from .sem_seg_evaluation import SemSegBoundaryEvaluator
 
 
 def _coco(cfg, name, output_folder):
-    return COCOEvaluator(name, output_dir=output_folder)
+    # bbox and segm AP as detectron2's COCOEvaluator, plus Boundary AP (task "boundary") for masks.
+    return COCOBoundaryEvaluator(name, output_dir=output_folder)
 
 
 def _sem_seg(cfg, name, output_folder):
-    return SemSegEvaluator(name, distributed=True, output_dir=output_folder)
+    # detectron2's SemSegEvaluator metrics, plus per-class Dice and Boundary IoU.
+    return SemSegBoundaryEvaluator(name, distributed=True, output_dir=output_folder)
 
 
 def _cityscapes_instance(cfg, name, output_folder):
-    return CityscapesInstanceEvaluator(name)
+    # seg_d2's, not detectron2's: works on detectron2 main (#5436), on CPU (#3810) and across processes.
+    return CityscapesInstanceEvaluator(name, output_dir=output_folder)
 
 
 def _cityscapes_sem_seg(cfg, name, output_folder):
-    return CityscapesSemSegEvaluator(name)
+    return CityscapesSemSegEvaluator(name, output_dir=output_folder)
+
+
+def _rotated_coco(cfg, name, output_folder):
+    # Box AP with rotated-box IoU (RotatedCOCOeval); detectron2's RotatedCOCOEvaluator evaluates boxes only.
+    return RotatedCOCOEvaluator(name, tasks=("bbox",), output_dir=output_folder)
 
 
 # evaluator_type -> factory(cfg, dataset_name, output_folder)
@@ -33,6 +39,7 @@ EVALUATOR_TYPES = {
     "sem_seg": _sem_seg,
     "cityscapes_instance": _cityscapes_instance,
     "cityscapes_sem_seg": _cityscapes_sem_seg,
+    "rotated_coco": _rotated_coco,
 }
 
 

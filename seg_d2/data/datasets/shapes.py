@@ -16,8 +16,6 @@ Layout under ``root`` (``$DETECTRON2_DATASETS/seg_d2_shapes``)::
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
@@ -25,6 +23,8 @@ import pycocotools.mask as mask_util
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, load_sem_seg
+
+from ._atomic import write_dataset_once
 
 logger = logging.getLogger(__name__)
 
@@ -136,26 +136,15 @@ def _write_split(root: str, split: str) -> None:
 def generate_shapes_dataset(root: str) -> bool:
     """Write every split under ``root`` unless it is already there. Returns True if it wrote.
 
-    The data is written to a temporary folder beside ``root`` and renamed into place, so neither an
-    interrupted run nor several processes generating at once leave a half-written dataset.
+    Written atomically (``write_dataset_once``): no reader ever sees a half-written dataset.
     """
-    if os.path.isfile(os.path.join(root, "DONE")):
-        return False
-    parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".shapes_tmp_", dir=parent)
-    try:
+
+    def write(tmp):
         for split in SPLITS:
             _write_split(tmp, split)
-        open(os.path.join(tmp, "DONE"), "w").close()
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not os.path.isfile(os.path.join(root, "DONE")):
-                raise  # not another process winning the race: a real error
-            return False
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    if not write_dataset_once(root, write):
+        return False
     logger.info(f"Generated the shapes quick-start dataset in {root}")
     return True
 

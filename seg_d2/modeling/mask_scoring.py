@@ -1,0 +1,134 @@
+"""MaskIoU head (Mask Scoring R-CNN, Huang 2019): predicts the IoU of each predicted mask with its
+ground truth, so that inference can rank instances by ``class score * predicted mask IoU``.
+
+It needs only the RoI features and the predicted masks, which a mask head has; so it lives inside the
+mask head (see ``BoundaryPreservingMaskHead``) and no ROI_HEADS class is needed.
+"""
+from typing import List
+
+import fvcore.nn.weight_init as weight_init
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, cat
+from detectron2.structures import BitMasks, Instances, PolygonMasks
+
+
+class MaskIoUHead(nn.Module):
+    """Convs over [RoI features, max-pooled mask probabilities], then FCs to one IoU per class."""
+
+    @configurable
+    def __init__(self, input_shape: ShapeSpec, *, num_classes: int, num_conv: int, conv_dim: int, fc_dim: int):
+        """
+        Args:
+            input_shape: shape of the RoI features given to the mask head (C, P, P).
+            num_classes: number of foreground classes; the head predicts one IoU per class.
+            num_conv: number of 3x3 convs; the last one has stride 2.
+            conv_dim, fc_dim: widths of the convs and of the two hidden FC layers.
+        """
+        super().__init__()
+        self.resolution = input_shape.height
+        channels = input_shape.channels + 1  # + the predicted mask
+        self.convs = []
+        for k in range(num_conv):
+            conv = Conv2d(channels, conv_dim, 3, stride=2 if k == num_conv - 1 else 1, padding=1,
+                          activation=nn.ReLU())
+            self.add_module(f"maskiou_fcn{k + 1}", conv)
+            self.convs.append(conv)
+            channels = conv_dim
+        side = (self.resolution + 1) // 2 if num_conv > 0 else self.resolution
+        self.fc1 = nn.Linear(channels * side * side, fc_dim)
+        self.fc2 = nn.Linear(fc_dim, fc_dim)
+        self.predictor = nn.Linear(fc_dim, num_classes)
+        for layer in self.convs:
+            weight_init.c2_msra_fill(layer)
+        for layer in (self.fc1, self.fc2):
+            weight_init.c2_xavier_fill(layer)
+        nn.init.normal_(self.predictor.weight, std=0.01)
+        nn.init.constant_(self.predictor.bias, 0)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        return {
+            "input_shape": input_shape,
+            "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            "num_conv": cfg.MODEL.MASK_SCORING.NUM_CONV,
+            "conv_dim": cfg.MODEL.MASK_SCORING.CONV_DIM,
+            "fc_dim": cfg.MODEL.MASK_SCORING.FC_DIM,
+        }
+
+    def forward(self, features: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            features: (N, C, P, P) RoI features.
+            mask_probs: (N, 1, M, M) mask probabilities of the class being scored (M ≥ P).
+
+        Returns:
+            (N, num_classes) predicted mask IoUs.
+        """
+        x = torch.cat([features, F.adaptive_max_pool2d(mask_probs, self.resolution)], dim=1)
+        for layer in self.convs:
+            x = layer(x)
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.relu(self.fc2(x))
+        return self.predictor(x)
+
+
+def full_mask_areas(gt_masks) -> torch.Tensor:
+    """Area in image pixels of each whole ground-truth mask (not only its part inside the RoI)."""
+    if isinstance(gt_masks, PolygonMasks):
+        return gt_masks.area().to(torch.float32)
+    if isinstance(gt_masks, BitMasks):
+        return gt_masks.tensor.flatten(1).sum(1).to(torch.float32)
+    raise TypeError(f"Mask scoring needs gt_masks as PolygonMasks or BitMasks, got {type(gt_masks)}")
+
+
+@torch.no_grad()
+def mask_iou_targets(pred_masks: torch.Tensor, gt_crops: torch.Tensor, boxes: torch.Tensor,
+                     gt_full_areas: torch.Tensor) -> torch.Tensor:
+    """IoU of each binarised predicted mask with its whole ground-truth mask (Mask Scoring R-CNN).
+
+    The prediction covers only the RoI, while the ground-truth object may extend beyond it; as in
+    the paper, the union uses the whole ground-truth area, converted to RoI-grid pixels.
+
+    Args:
+        pred_masks: (N, M, M) predicted masks (bool, or probabilities binarised at 0.5).
+        gt_crops: (N, M, M) ground-truth masks cropped to the RoIs and resized to M x M.
+        boxes: (N, 4) RoIs (x0, y0, x1, y1) in image pixels.
+        gt_full_areas: (N,) area of each whole ground-truth mask in image pixels.
+
+    Returns:
+        (N,) IoUs in [0, 1].
+    """
+    pred = (pred_masks > 0.5).flatten(1).to(torch.float32)
+    gt = (gt_crops > 0.5).flatten(1).to(torch.float32)
+    m2 = pred.shape[1]
+    box_area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-6)
+    gt_area = (gt_full_areas.to(pred.device) * m2 / box_area).clamp(min=gt.sum(1))  # in RoI-grid pixels
+    inter = (pred * gt).sum(1)
+    union = pred.sum(1) + gt_area - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-6), torch.zeros_like(union))
+
+
+def mask_iou_loss(pred_ious: torch.Tensor, classes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """L2 loss between the predicted IoU of each RoI's ground-truth class and its IoU target."""
+    if pred_ious.numel() == 0:
+        return pred_ious.sum() * 0
+    selected = pred_ious[torch.arange(len(classes), device=pred_ious.device), classes]
+    return F.mse_loss(selected, targets, reduction="mean")
+
+
+def mask_iou_inference(pred_ious: torch.Tensor, pred_instances: List[Instances]) -> None:
+    """Re-score instances in place: ``scores *= predicted mask IoU of the predicted class``.
+
+    The predicted IoU (clamped to [0, 1]) is also stored as ``pred_mask_ious``.
+    """
+    if len(pred_instances) == 0:
+        return
+    classes = cat([i.pred_classes for i in pred_instances])
+    ious = pred_ious[torch.arange(len(classes), device=pred_ious.device), classes].clamp(0, 1)
+    for instances, iou in zip(pred_instances, ious.split([len(i) for i in pred_instances])):
+        instances.pred_mask_ious = iou
+        instances.scores = instances.scores * iou

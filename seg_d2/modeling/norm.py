@@ -1,0 +1,42 @@
+"""Normalization layers for seg_d2's semantic heads and encoders."""
+import math
+from typing import Callable, Optional, Union
+
+from torch import nn
+
+from detectron2.layers import get_norm
+from detectron2.utils import comm
+
+
+def resolve_norm(norm: Union[str, Callable, None], device: str = "cpu") -> Union[str, Callable, None]:
+    """``norm`` for ``detectron2.layers.get_norm``, with SyncBN made safe to use anywhere.
+
+    ``nn.SyncBatchNorm`` needs a GPU process group (detectron2 #2174): in a single process plain BN
+    computes the same statistics, and CPU processes (GLOO) use detectron2's ``NaiveSyncBatchNorm``,
+    which synchronises with ``all_reduce`` on any backend.
+    """
+    if norm in ("SyncBN", "nnSyncBN"):
+        if comm.get_world_size() == 1:
+            return "BN"
+        if not str(device).startswith("cuda"):
+            return "naiveSyncBN"
+    return norm
+
+
+def conv_norm_act(in_channels: int, out_channels: int, norm, kernel_size: int = 3) -> nn.Sequential:
+    """Conv (no bias when normalized) -> norm -> ReLU, He-initialised."""
+    if norm == "GN":  # detectron2's GN uses 32 groups, more than narrow decoder stages have
+        norm_layer: Optional[nn.Module] = nn.GroupNorm(math.gcd(32, out_channels), out_channels)
+    else:
+        norm_layer = get_norm(norm, out_channels)
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=norm_layer is None)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    layers = [conv] + ([norm_layer] if norm_layer is not None else []) + [nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def double_conv(in_channels: int, out_channels: int, norm) -> nn.Sequential:
+    """The U-Net block: two 3x3 conv-norm-ReLU (Ronneberger et al. 2015)."""
+    return nn.Sequential(conv_norm_act(in_channels, out_channels, norm), conv_norm_act(out_channels, out_channels, norm))

@@ -1,0 +1,98 @@
+"""Sliding-window inference and test-time augmentation for semantic segmentation models.
+
+``predict`` below is any function mapping a normalized image ``(C, h, w)`` to logits ``(K, h, w)``.
+"""
+import math
+from typing import Callable, List, Sequence, Tuple
+
+import torch
+from torch.nn import functional as F
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+__all__ = ["window_starts", "blending_weights", "sliding_window_inference", "tta_inference"]
+
+
+def window_starts(size: int, window: int, overlap: float) -> List[int]:
+    """Start offsets of windows of length ``window`` covering ``[0, size)``, spread evenly, with
+    neighbours overlapping by at least ``overlap * window``. A single 0 when the window covers all."""
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"Sliding-window overlap must be in [0, 1), got {overlap}")
+    if size <= window:
+        return [0]
+    step = max(1, int(window * (1.0 - overlap)))
+    n = math.ceil((size - window) / step) + 1
+    return [round(i * (size - window) / (n - 1)) for i in range(n)]
+
+
+def blending_weights(height: int, width: int, mode: str, device=None) -> torch.Tensor:
+    """(height, width) weights of one window: ``uniform`` ones, or a ``gaussian`` of sigma = 1/8 of
+    the window centred on it (as nnU-Net), so that predictions near window borders, which see less
+    context, count less. Never 0, so that every pixel is covered."""
+    if mode == "uniform":
+        return torch.ones(height, width, device=device)
+    if mode != "gaussian":
+        raise ValueError(f"Sliding-window blending must be 'gaussian' or 'uniform', got {mode!r}")
+
+    def g(n):
+        x = torch.arange(n, dtype=torch.float32, device=device) - (n - 1) / 2
+        return torch.exp(-0.5 * (x / max(n / 8.0, 1e-6)) ** 2)
+
+    w = g(height)[:, None] * g(width)[None, :]
+    w = w / w.max()
+    return w.clamp(min=w[w > 0].min().item())
+
+
+def sliding_window_inference(
+    predict: Predictor, image: torch.Tensor, window: Tuple[int, int], overlap: float, blending: str
+) -> torch.Tensor:
+    """Logits (K, H, W) of ``image`` (C, H, W) blended from overlapping windows.
+
+    When one window covers the image this is exactly ``predict(image)``.
+    """
+    _, H, W = image.shape
+    wh, ww = min(window[0], H), min(window[1], W)
+    ys, xs = window_starts(H, wh, overlap), window_starts(W, ww, overlap)
+    if len(ys) == 1 and len(xs) == 1:
+        return predict(image)
+    weight = blending_weights(wh, ww, blending, device=image.device)
+    acc, norm = None, torch.zeros(H, W, device=image.device)
+    for y in ys:
+        for x in xs:
+            logits = predict(image[:, y : y + wh, x : x + ww]).float()
+            if acc is None:
+                acc = torch.zeros(logits.shape[0], H, W, device=image.device)
+            acc[:, y : y + wh, x : x + ww] += logits * weight
+            norm[y : y + wh, x : x + ww] += weight
+    return acc / norm
+
+
+def _log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Log class probabilities; for one (binary) logit, log p and log(1 - p) stacked."""
+    if logits.shape[0] == 1:
+        return torch.cat([F.logsigmoid(logits), F.logsigmoid(-logits)])
+    return F.log_softmax(logits, dim=0)
+
+
+def tta_inference(predict: Predictor, image: torch.Tensor, scales: Sequence[float], flip: bool) -> torch.Tensor:
+    """Logits (K, H, W): the log of the class probabilities averaged over every scale and, with
+    ``flip``, over horizontal flips (binary K = 1: the logit of the averaged probability). Each scaled
+    image is resized bilinearly, as is each prediction back to (H, W)."""
+    _, H, W = image.shape
+    acc, count = None, 0  # log of the summed probabilities, accumulated stably in log space
+    for s in scales or [1.0]:
+        size = (max(1, round(H * s)), max(1, round(W * s)))
+        scaled = image if size == (H, W) else F.interpolate(
+            image[None], size=size, mode="bilinear", align_corners=False
+        )[0]
+        for flipped in ([False, True] if flip else [False]):
+            logits = predict(scaled.flip(-1) if flipped else scaled).float()
+            if flipped:
+                logits = logits.flip(-1)
+            if logits.shape[-2:] != (H, W):
+                logits = F.interpolate(logits[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+            lp = _log_probs(logits)
+            acc = lp if acc is None else torch.logaddexp(acc, lp)
+            count += 1
+    acc = acc - math.log(count)
+    return acc[:1] - acc[1:] if acc.shape[0] == 2 and logits.shape[0] == 1 else acc

@@ -1,0 +1,160 @@
+"""The U-Net decoder (Ronneberger et al. 2015) as a detectron2 semantic segmentation head."""
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+
+from .head_inputs import select_head_features
+from .norm import double_conv, resolve_norm
+from .sem_seg_losses import SemSegLoss
+
+__all__ = ["UNetHead"]
+
+
+def _upsample_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Resize ``x`` to ``ref``'s spatial size where the two differ (inputs not padded to the stride)."""
+    if x.shape[-2:] != ref.shape[-2:]:
+        x = F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+    return x
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class UNetHead(nn.Module):
+    """U-Net decoder: from the deepest feature up, upsample x2, concatenate the skip, double conv.
+
+    Works on any multi-scale backbone (ResNet ``res2..res5`` with ``s2``/``s1``, the classic U-Net
+    encoder, ...). The features in ``input_shape`` are ordered by stride; the deepest is the
+    bottleneck, every other one a skip. If the finest feature has stride > 1, the logits are
+    upsampled to the input resolution at the end. Optional deep supervision adds a 1x1 classifier
+    and a weighted auxiliary loss at each lower-resolution decoder stage.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        num_classes: int,
+        decoder_channels: Sequence[int],
+        norm: Union[str, Callable, None] = "BN",
+        upsample_mode: str = "bilinear",
+        deep_supervision: bool = False,
+        deep_supervision_weight: float = 0.4,
+        loss: Optional[nn.Module] = None,
+        loss_weight: float = 1.0,
+        ignore_value: int = 255,
+    ):
+        """
+        Args:
+            input_shape: shapes of the input features (at least 2).
+            num_classes: number of classes (1 = binary, a single sigmoid logit).
+            decoder_channels: output channels of each decoder stage, deepest first; one per skip.
+            norm: normalization of the decoder convs.
+            upsample_mode: "bilinear" or "deconv" (learned 2x2 transposed convolution).
+            deep_supervision: add auxiliary losses at the lower-resolution decoder stages.
+            deep_supervision_weight: weight of each auxiliary loss.
+            loss: maps (logits, targets) to a dict of losses; default CE + Dice.
+            loss_weight: multiplies every loss.
+            ignore_value: label ignored by the losses (and used to pad targets).
+        """
+        super().__init__()
+        shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
+        if len(shapes) < 2:
+            raise ValueError(f"UNetHead needs >= 2 input features (a bottleneck and a skip), got {list(input_shape)}")
+        if upsample_mode not in ("bilinear", "deconv"):
+            raise ValueError(f"UNetHead upsample_mode must be 'bilinear' or 'deconv', got {upsample_mode!r}")
+        self.in_features = [k for k, _ in shapes]
+        skips = shapes[:-1][::-1]  # deepest skip first
+        if len(decoder_channels) < len(skips):
+            raise ValueError(
+                f"UNetHead has {len(skips)} decoder stages ({[k for k, _ in skips]}) but only "
+                f"{len(decoder_channels)} DECODER_CHANNELS {list(decoder_channels)}"
+            )
+        self.ignore_value = ignore_value
+        self.loss_weight = loss_weight
+        self.upsample_mode = upsample_mode
+        self.deep_supervision = deep_supervision
+        self.deep_supervision_weight = deep_supervision_weight
+        self.output_stride = shapes[0][1].stride
+
+        self.upsamplers = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        self.aux_predictors = nn.ModuleList()
+        channels = shapes[-1][1].channels
+        self.stage_strides: List[int] = []
+        for k, ((_, skip), out_channels) in enumerate(zip(skips, decoder_channels)):
+            if upsample_mode == "deconv":
+                self.upsamplers.append(nn.ConvTranspose2d(channels, channels // 2, 2, stride=2))
+                channels = channels // 2
+            else:
+                self.upsamplers.append(nn.Identity())
+            self.blocks.append(double_conv(channels + skip.channels, out_channels, norm))
+            channels = out_channels
+            self.stage_strides.append(skip.stride)
+            if deep_supervision and k < len(skips) - 1:  # the last stage is the main output
+                self.aux_predictors.append(nn.Conv2d(out_channels, num_classes, 1))
+        self.predictor = nn.Conv2d(channels, num_classes, 1)
+        nn.init.normal_(self.predictor.weight, std=0.01)
+        nn.init.zeros_(self.predictor.bias)
+        self.loss = loss if loss is not None else SemSegLoss(ignore_value=ignore_value)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        h = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "input_shape": select_head_features(cfg, input_shape),
+            "num_classes": h.NUM_CLASSES,
+            "decoder_channels": h.DECODER_CHANNELS,
+            "norm": resolve_norm(h.NORM, cfg.MODEL.DEVICE),
+            "upsample_mode": h.UPSAMPLE_MODE,
+            "deep_supervision": h.DEEP_SUPERVISION,
+            "deep_supervision_weight": h.DEEP_SUPERVISION_WEIGHT,
+            "loss": SemSegLoss(cfg),
+            "loss_weight": h.LOSS_WEIGHT,
+            "ignore_value": h.IGNORE_VALUE,
+        }
+
+    def layers(self, features: Dict[str, torch.Tensor]):
+        """Logits at the finest feature's resolution, and the auxiliary logits (deepest first)."""
+        x = features[self.in_features[-1]]
+        aux = []
+        for k, (up, block) in enumerate(zip(self.upsamplers, self.blocks)):
+            skip = features[self.in_features[-2 - k]]
+            if self.upsample_mode == "deconv":
+                x = up(x)
+            else:
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = block(torch.cat([_upsample_to(x, skip), skip], dim=1))
+            if self.deep_supervision and k < len(self.aux_predictors):
+                aux.append(self.aux_predictors[k](x))
+        return self.predictor(x), aux
+
+    def _to_input_resolution(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.output_stride == 1:
+            return logits
+        return F.interpolate(logits, scale_factor=self.output_stride, mode="bilinear", align_corners=False)
+
+    def forward(self, features, targets=None):
+        """
+        Returns:
+            In training, (None, dict of losses); in inference, (N x C x H x W logits, {}).
+        """
+        logits, aux = self.layers(features)
+        logits = self._to_input_resolution(logits)
+        if not self.training:
+            return logits, {}
+        return None, self.losses(logits, aux, targets)
+
+    def losses(self, logits, aux, targets):
+        logits = _upsample_to(logits, targets)
+        losses = {k: v * self.loss_weight for k, v in self.loss(logits, targets).items()}
+        for a, stride in zip(aux, self.stage_strides):
+            a = F.interpolate(a.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
+            for k, v in self.loss(a, targets).items():
+                losses[f"{k}_aux{stride}"] = v * self.loss_weight * self.deep_supervision_weight
+        return losses

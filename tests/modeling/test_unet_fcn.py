@@ -1,0 +1,145 @@
+"""U-Net head, U-Net encoders and FCN head: registration, the output contract, odd input sizes."""
+import pytest
+import torch
+
+import seg_d2  # noqa: F401
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, build_model
+
+from seg_d2 import add_seg_d2_config
+from seg_d2.modeling.norm import resolve_norm
+from seg_d2.modeling.unet_head import UNetHead
+from tests.conftest import REPO
+
+ODD_SIZES = [(97, 131), (64, 65), (33, 47)]
+
+
+def make_cfg(base, *opts):
+    cfg = get_cfg()
+    add_seg_d2_config(cfg)
+    cfg.merge_from_file(str(REPO / "configs" / base))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "5", *opts])
+    return cfg
+
+
+# small versions of the shipped families, so that the tests stay fast
+R18 = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.NORM", "BN",
+       "MODEL.BACKBONE.FREEZE_AT", "0"]
+FAMILIES = {
+    "unet_resnet": ("Base-UNet.yaml", R18 + ["MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[64, 32, 16, 16, 16]"]),
+    "unet_classic_rgb": ("Base-UNet-Classic.yaml", ["MODEL.UNET.BASE_CHANNELS", "8",
+                                                    "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[32, 16, 8, 8]"]),
+    "unet_classic_gray": ("Base-UNet-Classic.yaml", ["MODEL.UNET.BASE_CHANNELS", "8", "INPUT.FORMAT", "L",
+                                                     "MODEL.PIXEL_MEAN", "[110.0]", "MODEL.PIXEL_STD", "[60.0]",
+                                                     "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[32, 16, 8, 8]"]),
+    "fcn_resnet": ("Base-FCN.yaml", R18 + ["MODEL.SEM_SEG_HEAD.CONVS_DIM", "32"]),
+}
+
+
+def test_import_registers_everything():
+    assert "UNetHead" in SEM_SEG_HEADS_REGISTRY and "FCNHead" in SEM_SEG_HEADS_REGISTRY
+    assert "build_unet_backbone" in BACKBONE_REGISTRY and "build_resnet_unet_backbone" in BACKBONE_REGISTRY
+    assert "SegD2SemanticSegmentor" in META_ARCH_REGISTRY
+
+
+def batch(channels, sizes, with_gt=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for h, w in sizes:
+        d = {"image": torch.rand(channels, h, w, generator=g) * 255}
+        if with_gt:
+            d["sem_seg"] = torch.randint(0, 5, (h, w), generator=g)
+            d["sem_seg"][: h // 5] = 255
+        out.append(d)
+    return out
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_odd_sizes_train_and_infer_at_original_size(family):
+    torch.manual_seed(0)
+    base, opts = FAMILIES[family]
+    cfg = make_cfg(base, *opts)
+    model = build_model(cfg)
+    channels = len(cfg.MODEL.PIXEL_MEAN)
+    model.train()
+    losses = model(batch(channels, ODD_SIZES))
+    assert "loss_sem_seg" in losses and "loss_sem_seg_dice" in losses
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        outputs = model(batch(channels, ODD_SIZES, with_gt=False))
+    for (h, w), out in zip(ODD_SIZES, outputs):
+        assert out["sem_seg"].shape == (5, h, w)
+    # "height"/"width" ask for another output size (the test-time resize is undone)
+    with torch.no_grad():
+        out = model([{"image": torch.rand(channels, 50, 70) * 255, "height": 101, "width": 141}])
+    assert out[0]["sem_seg"].shape == (5, 101, 141)
+
+
+def test_unet_head_without_padding_backbone():
+    """Plain detectron2 ResNet (size_divisibility 0: no padding) and res2..res5 only: still no shape error."""
+    cfg = make_cfg("Base-UNet.yaml", *R18, "MODEL.BACKBONE.NAME", "build_resnet_backbone",
+                   "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['res2', 'res3', 'res4', 'res5']",
+                   "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[32, 16, 16]")
+    model = build_model(cfg)
+    assert model.backbone.size_divisibility == 0
+    assert model(batch(3, [(61, 77)]))["loss_sem_seg"].isfinite()
+    model.eval()
+    with torch.no_grad():
+        assert model(batch(3, [(61, 77)], with_gt=False))[0]["sem_seg"].shape == (5, 61, 77)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "deconv"])
+@pytest.mark.parametrize("norm", ["", "BN", "GN", "SyncBN"])
+def test_unet_head_options(mode, norm):
+    shapes = {"a": ShapeSpec(channels=8, stride=1), "b": ShapeSpec(channels=16, stride=2),
+              "c": ShapeSpec(channels=32, stride=4)}
+    head = UNetHead(shapes, num_classes=3, decoder_channels=[16, 8], norm=resolve_norm(norm),
+                    upsample_mode=mode, deep_supervision=True, ignore_value=255)
+    feats = {"a": torch.randn(2, 8, 20, 20), "b": torch.randn(2, 16, 10, 10), "c": torch.randn(2, 32, 5, 5)}
+    targets = torch.randint(0, 3, (2, 20, 20))
+    head.train()
+    _, losses = head(feats, targets)
+    assert set(losses) == {"loss_sem_seg", "loss_sem_seg_dice", "loss_sem_seg_aux2", "loss_sem_seg_dice_aux2"}
+    head.eval()
+    logits, _ = head(feats)
+    assert logits.shape == (2, 3, 20, 20)
+
+
+def test_deep_supervision_weight_scales_aux_losses():
+    shapes = {"a": ShapeSpec(channels=4, stride=1), "b": ShapeSpec(channels=4, stride=2)}
+    torch.manual_seed(0)
+    h1 = UNetHead(shapes, num_classes=2, decoder_channels=[4], deep_supervision=True)
+    assert len(h1.aux_predictors) == 0  # one stage: it is the main output
+    shapes["c"] = ShapeSpec(channels=4, stride=4)
+    feats = {"a": torch.randn(1, 4, 8, 8), "b": torch.randn(1, 4, 4, 4), "c": torch.randn(1, 4, 2, 2)}
+    t = torch.randint(0, 2, (1, 8, 8))
+    torch.manual_seed(0)
+    ha = UNetHead(shapes, num_classes=2, decoder_channels=[4, 4], deep_supervision=True, deep_supervision_weight=0.4)
+    torch.manual_seed(0)
+    hb = UNetHead(shapes, num_classes=2, decoder_channels=[4, 4], deep_supervision=True, deep_supervision_weight=0.8)
+    la, lb = ha(feats, t)[1], hb(feats, t)[1]
+    assert lb["loss_sem_seg_aux2"].item() == pytest.approx(2 * la["loss_sem_seg_aux2"].item(), rel=1e-5)
+    assert lb["loss_sem_seg"].item() == pytest.approx(la["loss_sem_seg"].item(), rel=1e-6)
+
+
+def test_syncbn_falls_back_in_a_single_process():
+    assert resolve_norm("SyncBN") == "BN"
+    cfg = make_cfg(FAMILIES["unet_classic_rgb"][0], *FAMILIES["unet_classic_rgb"][1], "MODEL.UNET.NORM", "SyncBN", "MODEL.SEM_SEG_HEAD.NORM", "SyncBN")
+    model = build_model(cfg)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+    assert model(batch(3, [(32, 32), (32, 32)]))["loss_sem_seg"].isfinite()
+
+
+def test_classic_unet_rejects_other_channel_counts():
+    cfg = make_cfg(FAMILIES["unet_classic_rgb"][0], *FAMILIES["unet_classic_rgb"][1], "MODEL.PIXEL_MEAN", "[1.0, 2.0]", "MODEL.PIXEL_STD", "[1.0, 1.0]")
+    with pytest.raises(ValueError, match="1 or 3 input channels"):
+        build_model(cfg)
+
+
+def test_head_names_missing_features():
+    cfg = make_cfg(FAMILIES["fcn_resnet"][0], *FAMILIES["fcn_resnet"][1], "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['res2', 'res5']")
+    with pytest.raises(ValueError, match="has no \\['res2'\\]"):
+        build_model(cfg)
