@@ -9,8 +9,8 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from .head_inputs import select_head_features
-from .norm import conv_norm_act, resolve_norm
+from .head_inputs import common_head_args
+from .norm import conv_norm_act
 from .sem_seg_losses import SemSegLoss
 
 __all__ = ["FCNHead"]
@@ -83,15 +83,10 @@ class FCNHead(nn.Module):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         h = cfg.MODEL.SEM_SEG_HEAD
         return {
-            "input_shape": select_head_features(cfg, input_shape),
-            "num_classes": h.NUM_CLASSES,
+            **common_head_args(cfg, input_shape),
             "conv_dims": h.CONVS_DIM,
             "num_convs": h.NUM_CONVS,
             "dropout": h.DROPOUT,
-            "norm": resolve_norm(h.NORM, cfg.MODEL.DEVICE),
-            "loss": SemSegLoss(cfg),
-            "loss_weight": h.LOSS_WEIGHT,
-            "ignore_value": h.IGNORE_VALUE,
         }
 
     def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:

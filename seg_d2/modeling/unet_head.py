@@ -9,8 +9,8 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from .head_inputs import select_head_features
-from .norm import double_conv, resolve_norm
+from .head_inputs import common_head_args
+from .norm import double_conv
 from .sem_seg_losses import SemSegLoss
 
 __all__ = ["UNetHead"]
@@ -107,16 +107,11 @@ class UNetHead(nn.Module):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         h = cfg.MODEL.SEM_SEG_HEAD
         return {
-            "input_shape": select_head_features(cfg, input_shape),
-            "num_classes": h.NUM_CLASSES,
+            **common_head_args(cfg, input_shape),
             "decoder_channels": h.DECODER_CHANNELS,
-            "norm": resolve_norm(h.NORM, cfg.MODEL.DEVICE),
             "upsample_mode": h.UPSAMPLE_MODE,
             "deep_supervision": h.DEEP_SUPERVISION,
             "deep_supervision_weight": h.DEEP_SUPERVISION_WEIGHT,
-            "loss": SemSegLoss(cfg),
-            "loss_weight": h.LOSS_WEIGHT,
-            "ignore_value": h.IGNORE_VALUE,
         }
 
     def layers(self, features: Dict[str, torch.Tensor]):
