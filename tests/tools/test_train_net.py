@@ -81,5 +81,6 @@ def test_two_cpu_processes(tmp_path):
     log = (tmp_path / "log.txt").read_text()
     assert "running 2 CPU processes of DistributedDataParallel over GLOO" in log
     assert "on 2 devices" in log  # distributed inference, gathered over GLOO
-    final = read_metrics(tmp_path)[-1]
-    assert final["iteration"] == 5 and "segm/AP" in final
+    metrics = read_metrics(tmp_path)
+    assert max(m["iteration"] for m in metrics if "total_loss" in m) == 5  # trained to the end
+    assert "segm/AP" in metrics[-1]
