@@ -32,6 +32,15 @@ def make_cfg(**overrides):
     return cfg
 
 
+def two_detections():
+    """Inference-time detections on a 32x32 image, as the box head hands them to the mask head."""
+    det = Instances((32, 32))
+    det.pred_boxes = Boxes(torch.tensor([[2.0, 3.0, 20.0, 25.0], [0.0, 0.0, 31.0, 31.0]]))
+    det.pred_classes = torch.tensor([2, 0])
+    det.scores = torch.tensor([0.9, 0.3])
+    return det
+
+
 def roi_batch(n_per_image=(3, 2), size=32, seed=0):
     """Foreground proposals with gt boxes, classes and BitMasks, as StandardROIHeads passes them."""
     g = torch.Generator().manual_seed(seed)
@@ -117,10 +126,7 @@ def test_head_trains_and_infers_at_28_and_56(agnostic, resolution):
         assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
 
     head.eval()
-    det = Instances((32, 32))
-    det.pred_boxes = Boxes(torch.tensor([[2.0, 3.0, 20.0, 25.0], [0.0, 0.0, 31.0, 31.0]]))
-    det.pred_classes = torch.tensor([2, 0])
-    det.scores = torch.tensor([0.9, 0.3])
+    det = two_detections()
     with torch.no_grad():
         (out,) = head(torch.randn(2, 8, 14, 14), [det])
     assert out.pred_masks.shape == (2, 1, resolution, resolution)

@@ -8,7 +8,7 @@ from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 from seg_d2.modeling.mask_scoring import full_mask_areas, mask_iou_inference, mask_iou_loss, mask_iou_targets
 
-from .test_bmask_head import make_cfg, roi_batch
+from .test_bmask_head import make_cfg, roi_batch, two_detections
 
 
 def test_mask_iou_target_hand_computed():
@@ -69,10 +69,7 @@ def test_bmask_head_with_mask_scoring():
     assert head.mask_predictor.weight.grad is None or head.mask_predictor.weight.grad.abs().sum() == 0
 
     head.eval()
-    det = Instances((32, 32))
-    det.pred_boxes = Boxes(torch.tensor([[2.0, 3.0, 20.0, 25.0], [0.0, 0.0, 31.0, 31.0]]))
-    det.pred_classes = torch.tensor([2, 0])
-    det.scores = torch.tensor([0.9, 0.3])
+    det = two_detections()
     with torch.no_grad():
         (out,) = head(torch.randn(2, 8, 14, 14), [det])
     assert out.pred_masks.shape == (2, 1, 28, 28)
