@@ -54,7 +54,6 @@ def run_one(name: str, args, out) -> None:
 
     torch.set_num_threads(args.threads)
     import seg_d2  # noqa: F401
-    from detectron2.checkpoint import DetectionCheckpointer  # noqa: F401
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.projects.deeplab import build_lr_scheduler

@@ -18,7 +18,6 @@ Usage:
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detectron2_patches import PATCHES, PatchError, apply_patches  # noqa: E402
+from detectron2_patches import PatchError, apply_patches  # noqa: E402
 
 SDIST_SPEC = "pb1-detectron2==0.6"
 VERSION = "0.6.post1+segd2"

@@ -8,7 +8,6 @@ Examples:
     python tools/train_net.py --config-file ... --num-gpus 2   # 2 GPUs, or 2 CPU processes (GLOO) without GPUs
 """
 import logging
-import os
 
 import torch
 

@@ -4,7 +4,7 @@ import torch
 
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads.mask_head import build_mask_head
-from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
+from detectron2.structures import BitMasks, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 from seg_d2.modeling.mask_scoring import full_mask_areas, mask_iou_inference, mask_iou_loss, mask_iou_targets
 

@@ -5,7 +5,6 @@ RROIHeads with ROIAlignRotated, rotated NMS and rotated IoU), plus the rotated s
 import json
 import math
 
-import cv2
 import numpy as np
 import pytest
 import torch
