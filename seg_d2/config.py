@@ -22,9 +22,11 @@ def add_seg_d2_config(cfg):
     cfg.MODEL.BMASK.MASK_DICE_WEIGHT = 1.0  # weight of the mask Dice loss
     cfg.MODEL.BMASK.BOUNDARY_BCE_WEIGHT = 1.0  # weight of the boundary BCE loss
     cfg.MODEL.BMASK.BOUNDARY_DICE_WEIGHT = 1.0  # weight of the boundary Dice loss
-    # Mask scoring (Mask Scoring R-CNN, Huang 2019), inside BoundaryPreservingMaskHead.
+    # Mask scoring (Mask Scoring R-CNN, Huang 2019): inside BoundaryPreservingMaskHead, or for detectron2's
+    # mask heads with MODEL.ROI_HEADS.NAME "MaskScoringROIHeads" (StandardROIHeads ignores it).
     cfg.MODEL.MASK_SCORING = CN()
-    cfg.MODEL.MASK_SCORING.ENABLED = False  # predict each mask's IoU and multiply it into the instance score
+    # Predict each mask's IoU: mask_scores = scores * IoU rank the masks (segm AP); box scores are unchanged.
+    cfg.MODEL.MASK_SCORING.ENABLED = False
     cfg.MODEL.MASK_SCORING.NUM_CONV = 4  # 3x3 convs of the MaskIoU head (the last has stride 2)
     cfg.MODEL.MASK_SCORING.CONV_DIM = 256  # width of those convs
     cfg.MODEL.MASK_SCORING.FC_DIM = 1024  # width of its two hidden FC layers

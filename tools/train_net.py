@@ -21,12 +21,18 @@ from detectron2.projects.deeplab import build_lr_scheduler
 
 import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 from seg_d2 import add_seg_d2_config
-from seg_d2.data import build_test_loader, build_train_loader
+from seg_d2.data import build_test_loader, build_train_loader, check_sem_seg_model_and_data
 from seg_d2.evaluation import build_evaluator
+from seg_d2.modeling.roi_heads import check_mask_scoring_config
 
 
 class Trainer(DefaultTrainer):
     """detectron2's DefaultTrainer with evaluators picked by each dataset's ``evaluator_type``."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        check_mask_scoring_config(cfg)  # detectron2's own ROI heads would ignore MODEL.MASK_SCORING silently
+        return super().build_model(cfg)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -67,6 +73,8 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    # NUM_CLASSES vs the datasets' classes, ignore labels: fail now, not at iteration 0 or after training
+    check_sem_seg_model_and_data(cfg)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(

@@ -1,6 +1,7 @@
 """Train/test data loaders with the dataset mapper named by ``cfg.INPUT.DATASET_MAPPER_NAME``."""
 from detectron2.data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
 
+from .checks import check_sem_seg_model_and_data
 from .rotated_mapper import RotatedDatasetMapper, uses_rotated_boxes
 from .sem_seg_mapper import SemSegDatasetMapper
 
@@ -25,10 +26,13 @@ def build_mapper(cfg, is_train: bool):
 
 
 def build_train_loader(cfg):
-    """detectron2's train loader with the configured mapper."""
+    """detectron2's train loader with the configured mapper, once the model is known to fit the data."""
+    check_sem_seg_model_and_data(cfg, cfg.DATASETS.TRAIN)
     return build_detection_train_loader(cfg, mapper=build_mapper(cfg, True))
 
 
 def build_test_loader(cfg, dataset_name: str):
-    """detectron2's test loader for ``dataset_name`` with the configured mapper."""
+    """detectron2's test loader for ``dataset_name`` with the configured mapper, once the model is
+    known to fit the data."""
+    check_sem_seg_model_and_data(cfg, [dataset_name])
     return build_detection_test_loader(cfg, dataset_name, mapper=build_mapper(cfg, False))

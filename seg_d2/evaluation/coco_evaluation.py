@@ -1,11 +1,16 @@
-"""detectron2's COCOEvaluator plus Boundary AP (Boundary IoU, Cheng 2021), reported as task "boundary"."""
+"""detectron2's COCOEvaluator plus Boundary AP (Boundary IoU, Cheng 2021), reported as task "boundary",
+and separate mask scores (Mask Scoring R-CNN, Huang 2019) for the mask tasks."""
 import copy
 import itertools
+import json
+import os
 
 import numpy as np
 from tabulate import tabulate
 
 from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
 from .boundary_iou import boundary_cocoeval_class
@@ -44,10 +49,12 @@ def evaluate_boundary_on_coco(coco_gt, coco_results, *, dilation_ratio=0.02, use
 
 
 class COCOBoundaryEvaluator(COCOEvaluator):
-    """COCOEvaluator that also reports Boundary AP next to segm AP.
+    """COCOEvaluator that also reports Boundary AP next to segm AP, and ranks masks by their mask score.
 
     Results gain a task "boundary" with AP, AP50, AP75, APs, APm, APl and per-category AP-<name>,
-    computed whenever mask AP is. Everything else is detectron2's COCOEvaluator.
+    computed whenever mask AP is. Instances with ``mask_scores`` (mask scoring) are scored by them for
+    segm and Boundary AP, and by ``scores`` for bbox AP; the saved results hold both ("score",
+    "mask_score"). Everything else is detectron2's COCOEvaluator.
     """
 
     def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *, dilation_ratio=0.02, **kwargs):
@@ -59,23 +66,65 @@ class COCOBoundaryEvaluator(COCOEvaluator):
         super().__init__(dataset_name, tasks, distributed, output_dir, **kwargs)
         self._dilation_ratio = dilation_ratio
 
+    def process(self, inputs, outputs):
+        for input, output in zip(inputs, outputs):
+            num_predictions = len(self._predictions)
+            super().process([input], [output])
+            instances = output.get("instances")
+            if len(self._predictions) > num_predictions and instances is not None and instances.has("mask_scores"):
+                # instances_to_coco_json writes one score per instance, for boxes and masks alike.
+                for result, score in zip(self._predictions[-1]["instances"], instances.mask_scores.tolist()):
+                    result["mask_score"] = score
+
     def _eval_predictions(self, predictions, img_ids=None):
-        # Copies taken before the parent maps category ids back to the dataset's, in place.
+        """COCOEvaluator._eval_predictions, with mask scores for segm and Boundary AP."""
+        self._logger.info("Preparing results for COCO format ...")
+        # Copies: mapping category ids back in place would corrupt a second evaluate().
         coco_results = [dict(r) for r in itertools.chain(*[x["instances"] for x in predictions])]
-        super()._eval_predictions(predictions, img_ids=img_ids)
         tasks = self._tasks or self._tasks_from_predictions(coco_results)
-        if "segm" not in tasks or not self._do_evaluation:
-            return
+
         id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
         if id_map:
+            num_classes = len(id_map)
+            assert min(id_map.values()) == 0 and max(id_map.values()) == num_classes - 1
             reverse = {v: k for k, v in id_map.items()}
             for r in coco_results:
+                assert r["category_id"] < num_classes, (
+                    f"A prediction has class={r['category_id']}, but the dataset only has {num_classes} classes"
+                )
                 r["category_id"] = reverse[r["category_id"]]
+
+        if self._output_dir:
+            file_path = os.path.join(self._output_dir, "coco_instances_results.json")
+            self._logger.info(f"Saving results to {file_path}")
+            with PathManager.open(file_path, "w") as f:
+                f.write(json.dumps(coco_results))
+                f.flush()
+
+        if not self._do_evaluation:
+            self._logger.info("Annotations are not available for evaluation.")
+            return
+
+        mask_results = [{**r, "score": r["mask_score"]} if "mask_score" in r else r for r in coco_results]
+        self._logger.info(f"Evaluating predictions with {'unofficial' if self._use_fast_impl else 'official'} "
+                          "COCO API...")
+        for task in sorted(tasks):
+            assert task in {"bbox", "segm", "keypoints"}, f"Got unknown task: {task}!"
+            results = mask_results if task == "segm" else coco_results
+            coco_eval = _evaluate_predictions_on_coco(
+                self._coco_api, results, task, kpt_oks_sigmas=self._kpt_oks_sigmas,
+                use_fast_impl=self._use_fast_impl, img_ids=img_ids, max_dets_per_image=self._max_dets_per_image,
+            ) if results else None  # cocoapi does not handle empty results well
+            self._results[task] = self._derive_coco_results(
+                coco_eval, task, class_names=self._metadata.get("thing_classes"))
+
+        if "segm" not in tasks:
+            return
         self._logger.info(f"Evaluating Boundary AP (dilation ratio {self._dilation_ratio}) ...")
         coco_eval = None
-        if coco_results:
+        if mask_results:
             coco_eval = evaluate_boundary_on_coco(
-                self._coco_api, coco_results, dilation_ratio=self._dilation_ratio,
+                self._coco_api, mask_results, dilation_ratio=self._dilation_ratio,
                 use_fast_impl=self._use_fast_impl, img_ids=img_ids, max_dets_per_image=self._max_dets_per_image,
             )
         self._results["boundary"] = self._derive_boundary_results(coco_eval, self._metadata.get("thing_classes"))

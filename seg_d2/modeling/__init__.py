@@ -1,6 +1,7 @@
 """Models. Importing this module registers seg_d2's architectures and heads into detectron2."""
 from .bmask_head import BoundaryPreservingMaskHead  # noqa: F401  (registers into ROI_MASK_HEAD_REGISTRY)
 from .mask_scoring import MaskIoUHead  # noqa: F401
+from .roi_heads import MaskScoringROIHeads  # noqa: F401  (registers into ROI_HEADS_REGISTRY)
 # Semantic segmentation (U-Net, FCN): heads, encoders and the meta-architecture.
 from .fcn_head import FCNHead  # noqa: F401  (registers into SEM_SEG_HEADS_REGISTRY)
 from .resnet_unet_backbone import build_resnet_unet_backbone  # noqa: F401  (BACKBONE_REGISTRY)

@@ -25,7 +25,7 @@ from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 
 from .mask_losses import boundary_targets, dice_loss
-from .mask_scoring import MaskIoUHead, full_mask_areas, mask_iou_inference, mask_iou_loss, mask_iou_targets
+from .mask_scoring import MaskIoUHead, mask_iou_inference, mask_scoring_loss
 
 __all__ = ["BoundaryPreservingMaskHead"]
 
@@ -41,7 +41,8 @@ class BoundaryPreservingMaskHead(nn.Module):
 
     Training returns the losses ``loss_mask``, ``loss_mask_dice``, ``loss_boundary``,
     ``loss_boundary_dice`` (and ``loss_mask_iou`` with mask scoring); inference adds ``pred_masks``
-    (N, 1, M, M) to the instances, as detectron2's mask heads do, and with mask scoring re-scores them.
+    (N, 1, M, M) to the instances, as detectron2's mask heads do, and with mask scoring
+    ``pred_mask_ious`` and ``mask_scores``.
     """
 
     @configurable
@@ -72,7 +73,7 @@ class BoundaryPreservingMaskHead(nn.Module):
             mask_resolution: side M of the predicted masks: P times a power of two (28 or 56 for P=14).
             mask_bce_weight, mask_dice_weight: weights of the mask BCE and Dice losses.
             boundary_bce_weight, boundary_dice_weight: weights of the boundary BCE and Dice losses.
-            mask_iou_head: a :class:`MaskIoUHead` to re-score instances, or None.
+            mask_iou_head: a :class:`MaskIoUHead` to score the masks, or None.
             mask_iou_weight: weight of the mask IoU regression loss.
         """
         super().__init__()
@@ -159,13 +160,13 @@ class BoundaryPreservingMaskHead(nn.Module):
                 ``gt_masks``; inference: the detections with ``pred_classes``.
 
         Returns:
-            Training: a dict of losses. Inference: ``instances`` with ``pred_masks`` (and re-scored).
+            Training: a dict of losses. Inference: ``instances`` with ``pred_masks`` (and mask scores).
         """
         mask_logits, boundary_logits = self.layers(x, with_boundary=self.training)
         if self.training:
             return self.losses(x, mask_logits, boundary_logits, instances)
         mask_rcnn_inference(mask_logits, instances)
-        if self.mask_iou_head is not None and len(mask_logits):
+        if self.mask_iou_head is not None:
             probs = cat([i.pred_masks for i in instances])
             mask_iou_inference(self.mask_iou_head(x, probs), instances)
         return instances
@@ -173,25 +174,24 @@ class BoundaryPreservingMaskHead(nn.Module):
     def losses(self, x, mask_logits, boundary_logits, instances: List[Instances]) -> Dict[str, torch.Tensor]:
         """BCE + Dice on masks and on boundaries (+ mask IoU regression), each with its weight."""
         side = mask_logits.size(2)
-        gt_masks, gt_classes, boxes, full_areas = [], [], [], []
+        gt_masks, gt_classes = [], []
         for inst in instances:
             if len(inst) == 0:
                 continue
-            box = inst.proposal_boxes.tensor
-            gt_masks.append(inst.gt_masks.crop_and_resize(box, side).to(mask_logits.device))
+            gt_masks.append(inst.gt_masks.crop_and_resize(inst.proposal_boxes.tensor, side).to(mask_logits.device))
             gt_classes.append(inst.gt_classes.to(torch.int64))
-            boxes.append(box)
-            if self.mask_iou_head is not None:
-                full_areas.append(full_mask_areas(inst.gt_masks))
-        names = ["loss_mask", "loss_mask_dice", "loss_boundary", "loss_boundary_dice"]
-        if self.mask_iou_head is not None:
-            names.append("loss_mask_iou")
         if not gt_masks:  # no foreground RoI in the batch: zero losses that keep the graph connected
             zero = mask_logits.sum() * 0 + boundary_logits.sum() * 0
-            return {k: zero for k in names}
+            losses = {k: zero for k in ["loss_mask", "loss_mask_dice", "loss_boundary", "loss_boundary_dice"]}
+            if self.mask_iou_head is not None:
+                losses["loss_mask_iou"] = mask_scoring_loss(self.mask_iou_head, x, mask_logits, instances)
+            return {k: v * self.loss_weights[k] for k, v in losses.items()}
 
         gt_masks = cat(gt_masks).to(torch.float32)
         gt_classes = cat(gt_classes)
+        losses = {}
+        if self.mask_iou_head is not None:
+            losses["loss_mask_iou"] = mask_scoring_loss(self.mask_iou_head, x, mask_logits, instances, gt_masks)
         idx = torch.arange(len(gt_classes), device=mask_logits.device)
         channel = gt_classes if mask_logits.size(1) > 1 else torch.zeros_like(gt_classes)
         mask_logits = mask_logits[idx, channel]
@@ -203,15 +203,10 @@ class BoundaryPreservingMaskHead(nn.Module):
         storage.put_scalar("mask_rcnn/accuracy", ((mask_logits > 0) == (gt_masks > 0.5)).float().mean().item())
         storage.put_scalar("bmask/boundary_fraction", gt_boundaries.mean().item())
 
-        losses = {
+        losses.update({
             "loss_mask": F.binary_cross_entropy_with_logits(mask_logits, gt_masks),
             "loss_mask_dice": dice_loss(mask_logits, gt_masks),
             "loss_boundary": F.binary_cross_entropy_with_logits(boundary_logits, gt_boundaries),
             "loss_boundary_dice": dice_loss(boundary_logits, gt_boundaries),
-        }
-        if self.mask_iou_head is not None:
-            probs = mask_logits.detach().sigmoid()
-            targets = mask_iou_targets(probs, gt_masks, cat(boxes), cat(full_areas))
-            pred_ious = self.mask_iou_head(x, probs[:, None])
-            losses["loss_mask_iou"] = mask_iou_loss(pred_ious, gt_classes, targets)
+        })
         return {k: v * self.loss_weights[k] for k, v in losses.items()}

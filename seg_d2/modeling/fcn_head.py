@@ -3,13 +3,12 @@ from typing import Callable, Dict, Optional, Union
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from .head_inputs import common_head_args
+from .head_inputs import common_head_args, crop_to, stride_ratio, two_class_logits, upsample
 from .norm import conv_norm_act
 from .sem_seg_losses import SemSegLoss
 
@@ -24,7 +23,8 @@ class FCNHead(nn.Module):
     and a 1x1 scorer; each shallower feature gets its own 1x1 scorer, zero-initialised as in the
     paper, whose scores are added to the upsampled coarser ones. With features res3/res4/res5 this is
     FCN-8s, with res4/res5 FCN-16s, with res5 alone FCN-32s. The fused scores are upsampled
-    bilinearly to the input resolution.
+    bilinearly to the input resolution. With ``num_classes`` 1 (binary) it trains one foreground
+    logit z and outputs ``[0, z]`` in inference.
     """
 
     @configurable
@@ -72,6 +72,8 @@ class FCNHead(nn.Module):
         nn.init.normal_(self.score.weight, std=0.01)
         nn.init.zeros_(self.score.bias)
         self.skip_scores = nn.ModuleList()
+        strides = [shape.stride for _, shape in shapes]
+        self.up_factors = [stride_ratio(c, f) for c, f in zip(strides[:0:-1], strides[-2::-1])]
         for _, shape in shapes[:-1][::-1]:  # deepest skip first
             conv = nn.Conv2d(shape.channels, num_classes, 1)
             nn.init.zeros_(conv.weight)  # the paper: start from the coarser net's prediction
@@ -94,17 +96,17 @@ class FCNHead(nn.Module):
         x = self.score(self.convs(features[self.in_features[-1]]))
         for k, scorer in enumerate(self.skip_scores):
             skip = features[self.in_features[-2 - k]]
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False) + scorer(skip)
+            x = crop_to(upsample(x, self.up_factors[k]), skip.shape[-2:]) + scorer(skip)
         return x
 
     def forward(self, features, targets=None):
         """
         Returns:
-            In training, (None, dict of losses); in inference, (N x C x H x W logits, {}).
+            In training, (None, dict of losses); in inference, (N x C x H x W logits, {}), C = 2 for
+            a binary head (see :func:`two_class_logits`).
         """
-        x = F.interpolate(self.layers(features), scale_factor=self.output_stride, mode="bilinear", align_corners=False)
+        x = upsample(self.layers(features), self.output_stride)
         if not self.training:
-            return x, {}
-        if x.shape[-2:] != targets.shape[-2:]:
-            x = F.interpolate(x, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+            return two_class_logits(x), {}
+        x = crop_to(x, targets.shape[-2:])
         return None, {k: v * self.loss_weight for k, v in self.loss(x, targets).items()}

@@ -4,10 +4,8 @@ Kept apart from the semantic-segmentation losses: these work on (N, M, M) RoI ma
 term per instance.
 """
 import torch
-from torch.nn import functional as F
 
-# 3x3 Laplacian: positive on mask pixels next to background, as in BMask R-CNN's boundary targets.
-_LAPLACIAN = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 8.0, -1.0], [-1.0, -1.0, -1.0]])
+from ..layers import boundary_band
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -31,23 +29,18 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) 
     return (1 - dice).mean()
 
 
-def boundary_targets(masks: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
-    """Boundary targets of binary masks: the inner contour found by a 3x3 Laplacian.
+def boundary_targets(masks: torch.Tensor) -> torch.Tensor:
+    """Boundary targets of binary RoI masks (BMask R-CNN): their inner contour, 1 pixel wide.
 
-    A pixel is boundary when it is inside the mask and has at least one 8-neighbour outside.
-    The RoI's own edge is not a boundary: the mask is padded by replicating its border, since the
-    crop of a proposal cuts objects where they do not end.
+    A pixel is boundary when it is inside the mask and has at least one 8-neighbour outside it
+    (what the paper's 3x3 Laplacian finds), from the shared band :func:`seg_d2.layers.boundary_band`.
+    The RoI's own edge is not a boundary: a proposal's crop cuts objects where they do not end.
 
     Args:
         masks: (N, M, M) masks (bool or float in [0, 1], binarised at 0.5).
-        threshold: Laplacian response above which a pixel is boundary.
 
     Returns:
         (N, M, M) float tensor of 0/1.
     """
-    x = (masks > 0.5).to(torch.float32)[:, None]
-    if x.numel() == 0:
-        return x[:, 0]
-    x = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    lap = F.conv2d(x, _LAPLACIAN.to(x.device)[None, None])
-    return (lap > threshold).to(torch.float32)[:, 0]
+    m = masks > 0.5
+    return (m & boundary_band(m, 1, border_is_boundary=False)).to(torch.float32)

@@ -1,10 +1,12 @@
 """MaskIoU head (Mask Scoring R-CNN, Huang 2019): predicts the IoU of each predicted mask with its
-ground truth, so that inference can rank instances by ``class score * predicted mask IoU``.
+ground truth, so that inference can rank masks by ``class score * predicted mask IoU``.
 
-It needs only the RoI features and the predicted masks, which a mask head has; so it lives inside the
-mask head (see ``BoundaryPreservingMaskHead``) and no ROI_HEADS class is needed.
+That product is each instance's ``mask_scores``, for mask results only: ``scores`` stay the box
+classifier's, so box AP does not change with mask scoring. The head needs only the RoI features and
+the predicted masks, which a mask head has: ``BoundaryPreservingMaskHead`` holds one itself, and
+``MaskScoringROIHeads`` adds one to detectron2's own mask heads.
 """
-from typing import List
+from typing import List, Optional
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -120,10 +122,43 @@ def mask_iou_loss(pred_ious: torch.Tensor, classes: torch.Tensor, targets: torch
     return F.mse_loss(selected, targets, reduction="mean")
 
 
-def mask_iou_inference(pred_ious: torch.Tensor, pred_instances: List[Instances]) -> None:
-    """Re-score instances in place: ``scores *= predicted mask IoU of the predicted class``.
+def mask_scoring_loss(mask_iou_head: nn.Module, features: torch.Tensor, mask_logits: torch.Tensor,
+                      instances: List[Instances], gt_crops: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The MaskIoU head's L2 loss on the foreground RoIs of a training batch.
 
-    The predicted IoU (clamped to [0, 1]) is also stored as ``pred_mask_ious``.
+    With no foreground RoI (one process of a distributed run may have none) the loss is 0 and still
+    depends on every parameter of the head, so that DistributedDataParallel finds all their gradients.
+
+    Args:
+        mask_iou_head: the :class:`MaskIoUHead`.
+        features: (N, C, P, P) RoI features of the foreground RoIs, as given to the mask head.
+        mask_logits: (N, K, M, M) mask logits (K = 1: class-agnostic masks).
+        instances: the foreground proposals, N in all, with ``proposal_boxes``, ``gt_classes``, ``gt_masks``.
+        gt_crops: (N, M, M) ground-truth masks cropped to the RoIs, if the caller has them already.
+
+    Returns:
+        Scalar loss.
+    """
+    instances = [i for i in instances if len(i)]
+    if not instances:
+        return sum(p.sum() for p in mask_iou_head.parameters()) * 0.0
+    side = mask_logits.size(2)
+    boxes = cat([i.proposal_boxes.tensor for i in instances])
+    classes = cat([i.gt_classes for i in instances]).to(torch.int64)
+    if gt_crops is None:
+        gt_crops = cat([i.gt_masks.crop_and_resize(i.proposal_boxes.tensor, side) for i in instances])
+    idx = torch.arange(len(classes), device=mask_logits.device)
+    channel = classes if mask_logits.size(1) > 1 else torch.zeros_like(classes)
+    # The predicted mask enters detached: the IoU loss trains the MaskIoU head only.
+    probs = mask_logits[idx, channel].detach().sigmoid()
+    areas = cat([full_mask_areas(i.gt_masks) for i in instances])
+    targets = mask_iou_targets(probs, gt_crops.to(probs.device), boxes, areas)
+    return mask_iou_loss(mask_iou_head(features, probs[:, None]), classes, targets)
+
+
+def mask_iou_inference(pred_ious: torch.Tensor, pred_instances: List[Instances]) -> None:
+    """Add ``pred_mask_ious`` (predicted IoU of the predicted class, clamped to [0, 1]) and
+    ``mask_scores = scores * pred_mask_ious`` to each image's instances; ``scores`` are left as they are.
     """
     if len(pred_instances) == 0:
         return
@@ -131,4 +166,4 @@ def mask_iou_inference(pred_ious: torch.Tensor, pred_instances: List[Instances])
     ious = pred_ious[torch.arange(len(classes), device=pred_ious.device), classes].clamp(0, 1)
     for instances, iou in zip(pred_instances, ious.split([len(i) for i in pred_instances])):
         instances.pred_mask_ious = iou
-        instances.scores = instances.scores * iou
+        instances.mask_scores = instances.scores * iou

@@ -1,12 +1,16 @@
 """Sliding-window inference and test-time augmentation for semantic segmentation models.
 
 ``predict`` below is any function mapping a normalized image ``(C, h, w)`` to logits ``(K, h, w)``.
+A binary model's single foreground logit z (K = 1) stands for the two-class logits ``[0, z]``, which
+seg_d2's heads already output in inference (:func:`~seg_d2.modeling.head_inputs.two_class_logits`).
 """
 import math
 from typing import Callable, List, Sequence, Tuple
 
 import torch
 from torch.nn import functional as F
+
+from .head_inputs import two_class_logits
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
@@ -48,7 +52,8 @@ def sliding_window_inference(
 ) -> torch.Tensor:
     """Logits (K, H, W) of ``image`` (C, H, W) blended from overlapping windows.
 
-    When one window covers the image this is exactly ``predict(image)``.
+    When one window covers the image this is exactly ``predict(image)``. Blending is linear in the
+    logits, so it commutes with :func:`two_class_logits`: the binary result is the same either way.
     """
     _, H, W = image.shape
     wh, ww = min(window[0], H), min(window[1], W)
@@ -67,17 +72,10 @@ def sliding_window_inference(
     return acc / norm
 
 
-def _log_probs(logits: torch.Tensor) -> torch.Tensor:
-    """Log class probabilities; for one (binary) logit, log p and log(1 - p) stacked."""
-    if logits.shape[0] == 1:
-        return torch.cat([F.logsigmoid(logits), F.logsigmoid(-logits)])
-    return F.log_softmax(logits, dim=0)
-
-
 def tta_inference(predict: Predictor, image: torch.Tensor, scales: Sequence[float], flip: bool) -> torch.Tensor:
     """Logits (K, H, W): the log of the class probabilities averaged over every scale and, with
-    ``flip``, over horizontal flips (binary K = 1: the logit of the averaged probability). Each scaled
-    image is resized bilinearly, as is each prediction back to (H, W)."""
+    ``flip``, over horizontal flips. Each scaled image is resized bilinearly, as is each prediction
+    back to (H, W). A binary prediction (K = 1) is averaged as its two classes, so K = 2 then."""
     _, H, W = image.shape
     acc, count = None, 0  # log of the summed probabilities, accumulated stably in log space
     for s in scales or [1.0]:
@@ -91,8 +89,7 @@ def tta_inference(predict: Predictor, image: torch.Tensor, scales: Sequence[floa
                 logits = logits.flip(-1)
             if logits.shape[-2:] != (H, W):
                 logits = F.interpolate(logits[None], size=(H, W), mode="bilinear", align_corners=False)[0]
-            lp = _log_probs(logits)
+            lp = F.log_softmax(two_class_logits(logits), dim=0)
             acc = lp if acc is None else torch.logaddexp(acc, lp)
             count += 1
-    acc = acc - math.log(count)
-    return acc[:1] - acc[1:] if acc.shape[0] == 2 and logits.shape[0] == 1 else acc
+    return acc - math.log(count)

@@ -2,7 +2,8 @@
 
 Every loss takes logits ``(N, C, H, W)`` and targets ``(N, H, W)`` (int64) in which ``ignore_value``
 marks pixels that are left out. ``C == 1`` is the binary case: a sigmoid over one foreground logit,
-targets in {0, 1}. :class:`SemSegLoss` combines the terms with the weights chosen in config.
+targets in {0, 1} (anything else raises ValueError). :class:`SemSegLoss` combines the terms with the
+weights chosen in config.
 """
 from typing import Dict, Optional, Sequence
 
@@ -12,6 +13,8 @@ from torch.nn import functional as F
 
 from detectron2.config import configurable
 
+from ..layers import boundary_band
+
 LOSS_TYPES = ("ce", "dice", "focal", "boundary")
 
 
@@ -19,10 +22,36 @@ def _valid(targets: torch.Tensor, ignore_value: int) -> torch.Tensor:
     return targets != ignore_value
 
 
-def _pixel_ce(logits, targets, ignore_value, class_weights=None):
-    """Per-pixel cross-entropy (N, H, W), 0 at ignored pixels, and the per-pixel class weights."""
+def _valid_and_safe(logits, targets, ignore_value):
+    """The valid-pixel mask and the targets with 0 at ignored pixels (safe to index with).
+
+    Binary logits (C == 1) need labels in {0, 1}: BCE of any other label is silently wrong
+    (label 2 gives a negative loss), so it raises instead.
+    """
     valid = _valid(targets, ignore_value)
     safe = torch.where(valid, targets, torch.zeros_like(targets))
+    if logits.shape[1] == 1 and ((safe < 0) | (safe > 1)).any():
+        bad = torch.unique(targets[valid & ((safe < 0) | (safe > 1))]).tolist()
+        raise ValueError(
+            f"Binary semantic segmentation (MODEL.SEM_SEG_HEAD.NUM_CLASSES 1) takes labels 0 (background), "
+            f"1 (foreground) and {ignore_value} (ignored); the targets have {bad[:10]}"
+        )
+    return valid, safe
+
+
+def check_class_weights(num_weights: int, num_classes: int) -> None:
+    """Raise ValueError unless there is one weight per class; a binary model (1 logit) has two."""
+    expected = max(num_classes, 2)
+    if num_weights != expected:
+        what = "background and foreground, for NUM_CLASSES 1" if num_classes == 1 else f"for {num_classes} classes"
+        raise ValueError(
+            f"MODEL.SEM_SEG_HEAD.CLASS_WEIGHTS has {num_weights} weights: it needs {expected} ({what})"
+        )
+
+
+def _pixel_ce(logits, targets, ignore_value, class_weights=None):
+    """Per-pixel cross-entropy (N, H, W), 0 at ignored pixels, and the per-pixel class weights."""
+    valid, safe = _valid_and_safe(logits, targets, ignore_value)
     if logits.shape[1] == 1:
         loss = F.binary_cross_entropy_with_logits(logits[:, 0], safe.to(logits.dtype), reduction="none")
     else:
@@ -44,8 +73,8 @@ def cross_entropy_loss(
     """Cross-entropy over the non-ignored pixels.
 
     Args:
-        class_weights: (C,) per-class weights; the loss is then the weighted mean
-            ``sum(w_y * l) / sum(w_y)``, as ``F.cross_entropy(weight=...)`` computes it.
+        class_weights: (C,) per-class weights ((2,): background, foreground, for C == 1); the loss is
+            then the weighted mean ``sum(w_y * l) / sum(w_y)``, as ``F.cross_entropy(weight=...)``.
         topk_ratio: keep only the hardest ``topk_ratio`` fraction of the valid pixels (online hard
             pixel mining, as DeepLab's ``hard_pixel_mining``); 1.0 keeps all.
     """
@@ -64,8 +93,7 @@ def _probs_and_onehot(logits, targets, ignore_value):
 
     In the binary case (C == 1), C' = 1: the foreground probability and foreground mask.
     """
-    valid = _valid(targets, ignore_value)
-    safe = torch.where(valid, targets, torch.zeros_like(targets))
+    valid, safe = _valid_and_safe(logits, targets, ignore_value)
     if logits.shape[1] == 1:
         probs = torch.sigmoid(logits)
         onehot = safe[:, None].to(logits.dtype)
@@ -103,8 +131,7 @@ def focal_loss(
     ``alpha < 0`` disables the alpha balancing. In the multi-class case alpha weights every class
     alike, so only the binary case uses ``alpha_t = alpha`` for foreground, ``1 - alpha`` otherwise.
     """
-    valid = _valid(targets, ignore_value)
-    safe = torch.where(valid, targets, torch.zeros_like(targets))
+    valid, safe = _valid_and_safe(logits, targets, ignore_value)
     if logits.shape[1] == 1:
         y = safe.to(logits.dtype)
         logp_t = -F.binary_cross_entropy_with_logits(logits[:, 0], y, reduction="none")
@@ -114,20 +141,6 @@ def focal_loss(
         alpha_t = alpha if alpha >= 0 else 1.0
     loss = -alpha_t * (1 - logp_t.exp()).pow(gamma) * logp_t
     return (loss * valid).sum() / valid.sum().clamp(min=1)
-
-
-def boundary_band(targets: torch.Tensor, width: int, ignore_value: int = 255) -> torch.Tensor:
-    """Valid pixels within ``width`` pixels (Chebyshev) of a ground-truth label change: (N, H, W) bool.
-
-    Ignored pixels are not boundaries of their own: a class next to an ignored region is not banded.
-    """
-    t = targets[:, None].float()
-    k = 2 * width + 1
-    valid = _valid(targets, ignore_value)[:, None]
-    # max and min label over each neighbourhood, ignored pixels taking a neutral value
-    hi = F.max_pool2d(torch.where(valid, t, torch.full_like(t, -1)), k, 1, width)
-    lo = -F.max_pool2d(torch.where(valid, -t, torch.full_like(t, -1e9)), k, 1, width)
-    return ((hi != lo) & valid & (hi >= 0))[:, 0]
 
 
 def boundary_loss(
@@ -141,9 +154,11 @@ def boundary_loss(
     """Cross-entropy restricted to a band of ``width`` pixels around the ground-truth boundaries.
 
     It puts extra weight where region losses are weakest (cf. the boundary losses of BMask R-CNN,
-    Cheng et al. 2020). Without any boundary in the batch it is 0 (and keeps the graph connected).
+    Cheng et al. 2020). The band is :func:`seg_d2.layers.boundary_band`, the image border not being a
+    boundary (a crop cuts objects). Without any boundary in the batch it is 0 (and keeps the graph
+    connected).
     """
-    band = boundary_band(targets, width, ignore_value)
+    band = boundary_band(targets, width, ignore_value=ignore_value, border_is_boundary=False)
     banded = torch.where(band, targets, torch.full_like(targets, ignore_value))
     if not band.any():
         return logits.sum() * 0.0
@@ -164,6 +179,7 @@ class SemSegLoss(nn.Module):
         losses: Sequence[str] = ("ce", "dice"),
         weights: Sequence[float] = (1.0, 1.0),
         ignore_value: int = 255,
+        num_classes: Optional[int] = None,
         class_weights: Optional[Sequence[float]] = None,
         topk_ratio: float = 1.0,
         dice_smooth: float = 1.0,
@@ -175,7 +191,9 @@ class SemSegLoss(nn.Module):
         Args:
             losses: names from ``LOSS_TYPES``.
             weights: one weight per loss.
-            class_weights: per-class weights for the cross-entropy terms ("ce" and "boundary").
+            num_classes: if given, ``class_weights`` are checked against it here, else on each call.
+            class_weights: per-class weights for the cross-entropy terms ("ce" and "boundary"); two
+                (background, foreground) for a binary model.
             topk_ratio: fraction of hardest pixels kept by "ce".
             dice_smooth, focal_gamma, focal_alpha, boundary_width: see the functions above.
         """
@@ -188,6 +206,8 @@ class SemSegLoss(nn.Module):
             raise ValueError(f"{len(losses)} losses {losses} but {len(weights)} weights {weights}")
         if not 0.0 < topk_ratio <= 1.0:
             raise ValueError(f"topk_ratio must be in (0, 1], got {topk_ratio}")
+        if class_weights and num_classes is not None:
+            check_class_weights(len(class_weights), num_classes)
         self.losses = dict(zip(losses, weights))
         self.ignore_value = ignore_value
         self.register_buffer(
@@ -206,6 +226,7 @@ class SemSegLoss(nn.Module):
             "losses": h.LOSSES,
             "weights": h.LOSS_WEIGHTS,
             "ignore_value": h.IGNORE_VALUE,
+            "num_classes": h.NUM_CLASSES,
             "class_weights": list(h.CLASS_WEIGHTS) or None,
             "topk_ratio": h.TOPK_PIXEL_RATIO,
             "dice_smooth": h.DICE_SMOOTH,
@@ -216,10 +237,8 @@ class SemSegLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         logits = logits.float()  # https://github.com/pytorch/pytorch/issues/48163
-        if self.class_weights is not None and self.class_weights.numel() != logits.shape[1]:
-            raise ValueError(
-                f"{self.class_weights.numel()} class weights for {logits.shape[1]} classes"
-            )
+        if self.class_weights is not None:
+            check_class_weights(self.class_weights.numel(), logits.shape[1])
         out = {}
         for name, weight in self.losses.items():
             if name == "ce":

@@ -21,7 +21,8 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
     ``size_divisibility`` and ``sem_seg_postprocess`` crops the logits back to the image and resizes
     them to its original height and width. This class only adds, when enabled in config
     (``TEST.SLIDING_WINDOW``, ``TEST.SEM_SEG_TTA``), inference image by image over sliding windows
-    and/or flip and multi-scale TTA. The output is detectron2's: ``[{"sem_seg": K x H x W logits}]``.
+    and/or flip and multi-scale TTA. The output is detectron2's: ``[{"sem_seg": K x H x W logits}]``,
+    K = 2 (background, foreground) for a binary model (``NUM_CLASSES`` 1), whatever the inference.
     """
 
     @configurable

@@ -3,35 +3,28 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from .head_inputs import common_head_args
+from .head_inputs import common_head_args, crop_to, stride_ratio, two_class_logits, upsample
 from .norm import double_conv
 from .sem_seg_losses import SemSegLoss
 
 __all__ = ["UNetHead"]
 
 
-def _upsample_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Resize ``x`` to ``ref``'s spatial size where the two differ (inputs not padded to the stride)."""
-    if x.shape[-2:] != ref.shape[-2:]:
-        x = F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
-    return x
-
-
 @SEM_SEG_HEADS_REGISTRY.register()
 class UNetHead(nn.Module):
-    """U-Net decoder: from the deepest feature up, upsample x2, concatenate the skip, double conv.
+    """U-Net decoder: from the deepest feature up, upsample (x2), concatenate the skip, double conv.
 
     Works on any multi-scale backbone (ResNet ``res2..res5`` with ``s2``/``s1``, the classic U-Net
     encoder, ...). The features in ``input_shape`` are ordered by stride; the deepest is the
     bottleneck, every other one a skip. If the finest feature has stride > 1, the logits are
     upsampled to the input resolution at the end. Optional deep supervision adds a 1x1 classifier
-    and a weighted auxiliary loss at each lower-resolution decoder stage.
+    and a weighted auxiliary loss at each lower-resolution decoder stage. With ``num_classes`` 1
+    (binary) it trains one foreground logit z and outputs ``[0, z]`` in inference.
     """
 
     @configurable
@@ -85,17 +78,21 @@ class UNetHead(nn.Module):
         self.upsamplers = nn.ModuleList()
         self.blocks = nn.ModuleList()
         self.aux_predictors = nn.ModuleList()
-        channels = shapes[-1][1].channels
+        channels, stride = shapes[-1][1].channels, shapes[-1][1].stride
         self.stage_strides: List[int] = []
+        self.up_factors: List[int] = []
         for k, ((_, skip), out_channels) in enumerate(zip(skips, decoder_channels)):
+            factor = stride_ratio(stride, skip.stride)
             if upsample_mode == "deconv":
-                self.upsamplers.append(nn.ConvTranspose2d(channels, channels // 2, 2, stride=2))
+                self.upsamplers.append(nn.ConvTranspose2d(channels, channels // 2, factor, stride=factor))
                 channels = channels // 2
             else:
                 self.upsamplers.append(nn.Identity())
             self.blocks.append(double_conv(channels + skip.channels, out_channels, norm))
             channels = out_channels
             self.stage_strides.append(skip.stride)
+            self.up_factors.append(factor)
+            stride = skip.stride
             if deep_supervision and k < len(skips) - 1:  # the last stage is the main output
                 self.aux_predictors.append(nn.Conv2d(out_channels, num_classes, 1))
         self.predictor = nn.Conv2d(channels, num_classes, 1)
@@ -120,36 +117,30 @@ class UNetHead(nn.Module):
         aux = []
         for k, (up, block) in enumerate(zip(self.upsamplers, self.blocks)):
             skip = features[self.in_features[-2 - k]]
-            if self.upsample_mode == "deconv":
-                x = up(x)
-            else:
-                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-            x = block(torch.cat([_upsample_to(x, skip), skip], dim=1))
+            x = up(x) if self.upsample_mode == "deconv" else upsample(x, self.up_factors[k])
+            # an odd-sized skip is the top-left of the upsampled map: crop, never resize (see crop_to)
+            x = block(torch.cat([crop_to(x, skip.shape[-2:]), skip], dim=1))
             if self.deep_supervision and k < len(self.aux_predictors):
                 aux.append(self.aux_predictors[k](x))
         return self.predictor(x), aux
 
-    def _to_input_resolution(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.output_stride == 1:
-            return logits
-        return F.interpolate(logits, scale_factor=self.output_stride, mode="bilinear", align_corners=False)
-
     def forward(self, features, targets=None):
         """
         Returns:
-            In training, (None, dict of losses); in inference, (N x C x H x W logits, {}).
+            In training, (None, dict of losses); in inference, (N x C x H x W logits, {}), C = 2 for
+            a binary head (see :func:`two_class_logits`).
         """
         logits, aux = self.layers(features)
-        logits = self._to_input_resolution(logits)
+        logits = upsample(logits, self.output_stride)
         if not self.training:
-            return logits, {}
+            return two_class_logits(logits), {}
         return None, self.losses(logits, aux, targets)
 
     def losses(self, logits, aux, targets):
-        logits = _upsample_to(logits, targets)
+        logits = crop_to(logits, targets.shape[-2:])
         losses = {k: v * self.loss_weight for k, v in self.loss(logits, targets).items()}
         for a, stride in zip(aux, self.stage_strides):
-            a = F.interpolate(a.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False)
+            a = crop_to(upsample(a.float(), stride), targets.shape[-2:])
             for k, v in self.loss(a, targets).items():
                 losses[f"{k}_aux{stride}"] = v * self.loss_weight * self.deep_supervision_weight
         return losses

@@ -1,5 +1,7 @@
 """COCO-format jsons (instances and/or stuff; polygons, RLE) turned into semantic label maps."""
+import importlib
 import json
+import multiprocessing
 import os
 
 import cv2
@@ -113,7 +115,74 @@ def test_written_once_and_reused(coco):
     mtime = os.stat(f).st_mtime_ns
     coco_json_to_sem_seg(str(out), instances_json=str(coco / "instances.json"))
     assert os.stat(f).st_mtime_ns == mtime
-    assert not [p for p in os.listdir(coco) if p.startswith(".coco_sem_seg")]  # no temporary left
+    assert not [p for p in os.listdir(coco) if p.startswith(".")]  # no temporary left
+
+
+def test_rewritten_when_the_jsons_change(coco):
+    out = coco / "sem"
+    coco_json_to_sem_seg(str(out), instances_json=str(coco / "instances.json"))
+    d = json.loads((coco / "instances.json").read_text())
+    d["annotations"] = [a for a in d["annotations"] if a["id"] != 4]  # no crowd region any more
+    (coco / "instances.json").write_text(json.dumps(d))
+    dicts = coco_json_to_sem_seg(str(out), instances_json=str(coco / "instances.json"))
+    assert read_label_map(dicts[0]["sem_seg_file_name"])[1, 26] == 0  # was 255 (crowd)
+    assert not [p for p in os.listdir(coco) if p.startswith(".") and not p.endswith(".lock")]
+
+
+def test_complete_label_maps_are_never_replaced(coco, monkeypatch):
+    """Another rank finishing the same conversion first (here: while this one draws its masks) keeps
+    its label maps: the others may be reading them, so they must neither vanish nor be rewritten."""
+    module = importlib.import_module("seg_d2.data.datasets.coco_sem_seg")
+    out, other = coco / "sem", {}
+    segm_to_mask = module._segm_to_mask
+
+    def other_rank_first(*args):
+        if not other:
+            other["started"] = True
+            other["dicts"] = coco_json_to_sem_seg(str(out), instances_json=str(coco / "instances.json"))
+            other["stat"] = os.stat(out / "a.png")
+        return segm_to_mask(*args)
+
+    monkeypatch.setattr(module, "_segm_to_mask", other_rank_first)
+    dicts = coco_json_to_sem_seg(str(out), instances_json=str(coco / "instances.json"))
+    assert dicts == other["dicts"]
+    stat = os.stat(out / "a.png")
+    assert (stat.st_ino, stat.st_mtime_ns) == (other["stat"].st_ino, other["stat"].st_mtime_ns)
+    assert not [p for p in os.listdir(coco) if p.startswith(".")]
+
+
+def _convert(barrier, results, root, instances_json):
+    """One rank: convert as soon as all ranks are ready, then read every label map back."""
+    try:
+        barrier.wait()
+        dicts = coco_json_to_sem_seg(root, instances_json=instances_json)
+        results.put([read_label_map(d["sem_seg_file_name"]).tolist() for d in dicts])
+    except BaseException as e:  # reported to the test
+        results.put(f"{type(e).__name__}: {e}")
+
+
+def test_several_processes_convert_at_once(coco):
+    """As ranks do: all succeed and read complete label maps."""
+    d = json.loads((coco / "instances.json").read_text())
+    for i in range(2, 13):  # more images: a conversion long enough for the ranks to overlap
+        cv2.imwrite(str(coco / "images" / f"{i}.png"), np.zeros((H, W, 3), np.uint8))
+        d["images"].append({"id": i, "file_name": f"{i}.png", "height": H, "width": W})
+        d["annotations"] += [dict(a, id=100 * i + a["id"], image_id=i) for a in d["annotations"][:4]]
+    (coco / "many.json").write_text(json.dumps(d))
+    ctx = multiprocessing.get_context("spawn")
+    n = 2  # ranks
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_convert, args=(barrier, results, str(coco / "sem"), str(coco / "many.json")))
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    expected = [read_label_map(x["sem_seg_file_name"]).tolist()
+                for x in coco_json_to_sem_seg(str(coco / "sem_single"), instances_json=str(coco / "many.json"))]
+    assert all(g == expected for g in got), [g for g in got if isinstance(g, str)]
+    assert not [p for p in os.listdir(coco) if p.startswith(".")]
 
 
 def test_errors(coco):

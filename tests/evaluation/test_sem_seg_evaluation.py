@@ -1,5 +1,6 @@
 """SemSegBoundaryEvaluator: detectron2's metrics plus Dice and Boundary IoU, against hand-computed values."""
 import json
+import re
 
 import cv2
 import numpy as np
@@ -101,3 +102,187 @@ def test_build_evaluator_uses_it(dataset):
     cfg = get_cfg()
     add_seg_d2_config(cfg)
     assert isinstance(build_evaluator(cfg, name, "/tmp/unused"), SemSegBoundaryEvaluator)
+
+
+# --- one class set for mIoU, mDice and mBoundaryIoU; parity with detectron2; guards ---
+
+FOUR = ["bg", "a", "b", "c"]  # in the small case below: "b" only predicted, "c" absent from both
+
+
+@pytest.fixture
+def register(tmp_path):
+    """register(gts, classes) -> (name, files): a sem_seg dataset of PNG label maps (255 = ignore)."""
+    names = []
+
+    def _register(gts, classes, ignore_label=255):
+        name = f"test_sem_seg_eval_png_{tmp_path.name}_{len(names)}"
+        records = []
+        for i, gt in enumerate(gts):
+            gt_file = tmp_path / f"{name}_{i}.png"
+            cv2.imwrite(str(gt_file), gt.astype(np.uint8))
+            records.append({"file_name": str(tmp_path / f"{name}_{i}.jpg"), "sem_seg_file_name": str(gt_file),
+                            "height": gt.shape[0], "width": gt.shape[1]})
+        DatasetCatalog.register(name, lambda: records)
+        MetadataCatalog.get(name).set(stuff_classes=list(classes), ignore_label=ignore_label, evaluator_type="sem_seg")
+        names.append(name)
+        return name, [r["file_name"] for r in records]
+
+    yield _register
+    for name in names:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def one_hot(pred, num_classes):
+    return F.one_hot(torch.as_tensor(pred, dtype=torch.long), num_classes).permute(2, 0, 1).float()
+
+
+def evaluate(evaluator, files, outputs):
+    evaluator.reset()
+    for f, out in zip(files, outputs):
+        evaluator.process([{"file_name": f}], [{"sem_seg": out}])
+    return evaluator.evaluate()["sem_seg"]
+
+
+def small_case():
+    """10x10 (band width d = 1): "a" a 4x4 block predicted exactly, "b" a 2x2 block predicted on
+    background, the last column ignored (and predicted "b": don't care)."""
+    gt = np.zeros((10, 10), np.uint8)
+    gt[2:6, 2:6] = 1
+    gt[:, 9] = 255
+    pred = np.where(gt == 255, 2, gt).astype(np.int64)
+    pred[7:9, 7:9] = 2
+    return gt, pred
+
+
+def test_miou_mdice_and_mboundaryiou_average_over_the_same_classes(register):
+    """By hand. Valid pixels 90: "a" 16 (all right), "bg" 74 in the ground truth, 70 predicted.
+    Boundary bands (d = 1, image border = background, ignored column = don't care):
+    "a": its 4x4 block minus the inner 2x2 = 12 px, same in both; "bg": rows 0 and 9 (9 px each),
+    column 0 (8 more), the ring around "a" (20) = 46 px, and the prediction adds the 4 pixels
+    around "b" not already counted = 50 px; "b": 4 px predicted, none in the ground truth."""
+    gt, pred = small_case()
+    name, files = register([gt], FOUR)
+    res = evaluate(SemSegBoundaryEvaluator(name, distributed=False), files, [one_hot(pred, 4)])
+    # the classes present in the ground truth or predicted: bg, a, b ("b" scores 0); "c" is NaN
+    assert res["mIoU"] == pytest.approx(100 * (70 / 74 + 1 + 0) / 3)
+    assert res["Dice-bg"] == pytest.approx(100 * 140 / 144) and res["Dice-a"] == pytest.approx(100)
+    assert res["Dice-b"] == 0 and np.isnan(res["Dice-c"])
+    assert res["mDice"] == pytest.approx(100 * (140 / 144 + 1 + 0) / 3)
+    assert res["BoundaryIoU-bg"] == pytest.approx(100 * 46 / 50) and res["BoundaryIoU-a"] == pytest.approx(100)
+    assert res["BoundaryIoU-b"] == 0 and np.isnan(res["BoundaryIoU-c"])
+    assert res["mBoundaryIoU"] == pytest.approx(100 * (46 / 50 + 1 + 0) / 3)
+
+
+def test_same_metrics_as_detectron2_semseg_evaluator(register):
+    from detectron2.evaluation import SemSegEvaluator
+
+    rng = np.random.default_rng(0)
+    gt0, pred0 = small_case()
+    gts, preds = [gt0], [pred0]
+    for _ in range(2):  # random blocks of bg/a, some ignored; predictions of bg/a/b, some random
+        gt = cv2.resize(rng.choice([0, 0, 1, 255], (4, 5)).astype(np.uint8), (25, 20),
+                        interpolation=cv2.INTER_NEAREST)
+        pred = np.where(rng.random(gt.shape) < 0.3, rng.integers(0, 3, gt.shape), np.where(gt == 255, 0, gt))
+        gts.append(gt)
+        preds.append(pred)
+    name, files = register(gts, FOUR)
+    outputs = [one_hot(p, 4) for p in preds]
+    ours = evaluate(SemSegBoundaryEvaluator(name, distributed=False), files, outputs)
+    theirs = evaluate(SemSegEvaluator(name, distributed=False), files, outputs)
+    assert set(theirs) <= set(ours)
+    for k, v in theirs.items():
+        assert ours[k] == pytest.approx(v, nan_ok=True), k
+    assert np.isnan(theirs["IoU-c"]) and np.isnan(theirs["ACC-c"]) and np.isnan(ours["Dice-c"])
+    assert np.isnan(theirs["IoU-b"]) and ours["Dice-b"] == 0  # "b": only predicted
+    assert theirs["mIoU"] < 100 * np.nanmean([theirs[f"IoU-{c}"] for c in FOUR])  # "b" counts 0 there
+
+
+def official_semantic_boundary_counts(gt, pred, num_classes, d, ignore=255):
+    """Per-class band intersection and union, one class at a time with the boundary-iou-api's erosion;
+    ignored pixels join both masks ("don't care") and are then left out."""
+    v = gt != ignore
+    inter, union = np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64)
+    for c in range(num_classes):
+        gb = official_boundary((gt == c) | ~v, d) & v & (gt == c)
+        pb = official_boundary((pred == c) | ~v, d) & v & (pred == c)
+        inter[c], union[c] = (gb & pb).sum(), (gb | pb).sum()
+    return inter, union
+
+
+@pytest.mark.parametrize("ratio", [0.02, 0.06])
+def test_boundary_iou_of_random_label_maps_as_the_official_band(register, ratio):
+    """All classes' bands from one pass of seg_d2.layers.boundary_band: the per-class numbers of the
+    official per-class erosion (which the evaluator used before), with ignored regions, some on the border."""
+    rng = np.random.default_rng(1)
+    classes = ["k0", "k1", "k2", "k3", "k4"]
+    gts, preds = [], []
+    for h, w in [(37, 53), (60, 41), (50, 50)]:
+        gt = np.zeros((h, w), np.uint8)
+        for _ in range(8):
+            cv2.circle(gt, tuple(int(v) for v in rng.integers(0, [w, h])), int(rng.integers(3, 15)),
+                       int(rng.choice([1, 2, 3, 4, 255])), -1)
+        pred = gt.astype(np.int64)
+        pred[gt == 255] = rng.integers(0, 5, (gt == 255).sum())
+        shift = np.roll(pred, int(rng.integers(-3, 4)), axis=int(rng.integers(0, 2)))
+        pred = np.where(rng.random(gt.shape) < 0.9, shift, rng.integers(0, 5, gt.shape))
+        gts.append(gt)
+        preds.append(pred)
+    name, files = register(gts, classes)
+    ev = SemSegBoundaryEvaluator(name, distributed=False, dilation_ratio=ratio)
+    res = evaluate(ev, files, [one_hot(p, 5) for p in preds])
+    inter, union = np.zeros(5, np.int64), np.zeros(5, np.int64)
+    for gt, pred in zip(gts, preds):
+        d = max(1, int(round(ratio * np.hypot(*gt.shape))))
+        i, u = official_semantic_boundary_counts(gt, pred, 5, d)
+        inter, union = inter + i, union + u
+    assert (union > 0).all()
+    for c, cname in enumerate(classes):
+        assert res[f"BoundaryIoU-{cname}"] == pytest.approx(100 * inter[c] / union[c]), cname
+
+
+def test_a_class_whose_every_edge_is_ignored_scores_its_mask_iou(register):
+    """No boundary pixel at all (an island of "fg" inside an ignored region): as the band widens,
+    Boundary IoU becomes the mask IoU, so that is its value, and the class keeps its place in the mean."""
+    gt = np.full((30, 30), 255, np.uint8)
+    gt[13:17, 13:17] = 1
+    name, files = register([gt], CLASSES)
+    right = evaluate(SemSegBoundaryEvaluator(name, distributed=False), files, [one_hot(np.ones((30, 30)), 2)])
+    assert right["BoundaryIoU-fg"] == pytest.approx(100) and np.isnan(right["BoundaryIoU-bg"])
+    assert right["mBoundaryIoU"] == pytest.approx(100)
+    wrong = evaluate(SemSegBoundaryEvaluator(name, distributed=False), files, [one_hot(np.zeros((30, 30)), 2)])
+    assert wrong["BoundaryIoU-fg"] == 0 and wrong["BoundaryIoU-bg"] == 0 and wrong["mBoundaryIoU"] == 0
+    assert wrong["mIoU"] == 0
+
+
+def test_binary_model_with_one_foreground_logit(register):
+    gt, _ = small_case()
+    gt = np.where(gt == 255, 255, gt > 0).astype(np.uint8)
+    name, files = register([gt], CLASSES)
+    pred = np.zeros((10, 10), np.int64)
+    pred[2:6, 3:7] = 1
+    logit = torch.where(torch.as_tensor(pred) > 0, 2.0, -3.0)[None]  # (1, H, W), foreground iff > 0
+    res = evaluate(SemSegBoundaryEvaluator(name, distributed=False), files, [logit])
+    assert res == evaluate(SemSegBoundaryEvaluator(name, distributed=False), files, [one_hot(pred, 2)])
+    assert res["IoU-fg"] == pytest.approx(100 * 12 / 20)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4, 5])
+def test_output_channels_must_match_the_dataset_classes(register, channels):
+    gt, pred = small_case()
+    name, files = register([np.where(gt == 1, 2, gt)], ["bg", "a", "b"])
+    out = one_hot(np.minimum(pred, channels - 1), channels)
+    out[-1, 0, 0] = 10  # a pixel predicted as the last channel
+    with pytest.raises(ValueError, match=rf"(?s){name}.*3 classes.*'bg', 'a', 'b'.*\({channels}, 10, 10\)"
+                                         r".*MODEL\.SEM_SEG_HEAD\.NUM_CLASSES to 3"):
+        evaluate(SemSegBoundaryEvaluator(name, distributed=False), files, [out])
+
+
+@pytest.mark.parametrize("value", [2, 3, 200])
+def test_ground_truth_values_past_the_classes_are_an_error(register, value):
+    gt, pred = small_case()
+    gt[0, :3] = value
+    name, files = register([gt], CLASSES)
+    gt_file = DatasetCatalog.get(name)[0]["sem_seg_file_name"]
+    with pytest.raises(ValueError, match=rf"{re.escape(gt_file)}.*\[{value}\].*0\.\.1.*255"):
+        evaluate(SemSegBoundaryEvaluator(name, distributed=False), files, [one_hot(pred.clip(0, 1), 2)])

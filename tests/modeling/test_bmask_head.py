@@ -1,6 +1,7 @@
 """BoundaryPreservingMaskHead (BMask R-CNN): registration, boundary targets, Dice loss, shapes, training."""
 import pytest
 import torch
+from torch.nn import functional as F
 
 import seg_d2  # noqa: F401
 from detectron2.config import get_cfg
@@ -10,6 +11,8 @@ from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, buil
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 from seg_d2 import add_seg_d2_config
+from seg_d2.layers import boundary_band
+from seg_d2.modeling import mask_losses
 from seg_d2.modeling.bmask_head import BoundaryPreservingMaskHead
 from seg_d2.modeling.mask_losses import boundary_targets, dice_loss
 
@@ -89,6 +92,24 @@ def test_boundary_targets_of_hand_made_masks():
     assert boundary_targets(torch.ones(2, 6, 6)).sum() == 0
     assert boundary_targets(torch.zeros(1, 6, 6)).sum() == 0
     assert boundary_targets(torch.zeros(0, 6, 6)).shape == (0, 6, 6)
+
+
+def test_boundary_targets_are_the_shared_band_inside_the_mask(monkeypatch):
+    # Mask pixels with an 8-neighbour outside the mask (a 3x3 erosion's complement), the RoI edge not
+    # counting: on random masks, as the paper's Laplacian and as seg_d2.layers.boundary_band.
+    masks = torch.rand(6, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.4
+    eroded = -F.max_pool2d(-masks[:, None].float(), 3, stride=1, padding=1)[:, 0]  # outside the RoI: neutral
+    assert torch.equal(boundary_targets(masks), (masks & (eroded < 1)).float())
+
+    calls = []
+
+    def spy(labels, width, **kwargs):
+        calls.append((width, kwargs.get("border_is_boundary")))
+        return boundary_band(labels, width, **kwargs)
+
+    monkeypatch.setattr(mask_losses, "boundary_band", spy)
+    boundary_targets(masks)
+    assert calls == [(1, False)]  # one band, 1 pixel wide, the RoI edge no boundary
 
 
 def test_dice_loss_values():

@@ -1,12 +1,18 @@
-"""Mask scoring (Mask Scoring R-CNN): IoU targets, loss, re-scoring inside the BMask head."""
+"""Mask scoring (Mask Scoring R-CNN): IoU targets, loss, mask scores from the BMask head and from
+MaskScoringROIHeads on detectron2's stock mask head; box scores never change."""
 import pytest
 import torch
+from torch import nn
 
+from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.roi_heads.mask_head import build_mask_head
+from detectron2.modeling import build_model
+from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, build_mask_head
 from detectron2.structures import BitMasks, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
+from seg_d2 import add_seg_d2_config
 from seg_d2.modeling.mask_scoring import full_mask_areas, mask_iou_inference, mask_iou_loss, mask_iou_targets
+from tests.conftest import REPO
 
 from .test_bmask_head import make_cfg, roi_batch, two_detections
 
@@ -45,15 +51,17 @@ def test_mask_iou_loss_uses_the_gt_class():
     assert loss.item() == pytest.approx(((0.8 - 1.0) ** 2 + 0.2 ** 2) / 2)
 
 
-def test_rescoring_multiplies_scores_by_the_predicted_class_iou():
+def test_mask_scores_are_scores_times_the_predicted_class_iou_and_scores_stay():
     a, b = Instances((8, 8)), Instances((8, 8))
     a.pred_classes, a.scores = torch.tensor([1, 0]), torch.tensor([0.9, 0.5])
     b.pred_classes, b.scores = torch.tensor([2]), torch.tensor([0.8])
     ious = torch.tensor([[0.1, 0.5, 0.9], [0.4, 0.0, 0.0], [0.3, 0.2, 1.7]])
     mask_iou_inference(ious, [a, b])
-    assert torch.allclose(a.scores, torch.tensor([0.45, 0.2]))
-    assert torch.allclose(b.scores, torch.tensor([0.8]))  # predicted IoU clamped to 1
+    assert torch.allclose(a.mask_scores, torch.tensor([0.45, 0.2]))
+    assert torch.allclose(b.mask_scores, torch.tensor([0.8]))  # predicted IoU clamped to 1
     assert torch.allclose(a.pred_mask_ious, torch.tensor([0.5, 0.4]))
+    # The box scores (and so box AP) are those of the box head.
+    assert torch.equal(a.scores, torch.tensor([0.9, 0.5])) and torch.equal(b.scores, torch.tensor([0.8]))
 
 
 def test_bmask_head_with_mask_scoring():
@@ -73,4 +81,107 @@ def test_bmask_head_with_mask_scoring():
     with torch.no_grad():
         (out,) = head(torch.randn(2, 8, 14, 14), [det])
     assert out.pred_masks.shape == (2, 1, 28, 28)
-    assert torch.allclose(out.scores, torch.tensor([0.9, 0.3]) * out.pred_mask_ious)
+    assert torch.equal(out.scores, torch.tensor([0.9, 0.3]))
+    assert torch.allclose(out.mask_scores, torch.tensor([0.9, 0.3]) * out.pred_mask_ious)
+
+
+def test_bmask_head_without_foreground_rois_still_trains_every_mask_iou_parameter():
+    # One DDP process may sample no foreground RoI: its MaskIoU head parameters need (zero) gradients.
+    head = build_mask_head(make_cfg(**{"MODEL.MASK_SCORING.ENABLED": True}), ShapeSpec(channels=8, height=14, width=14))
+    with EventStorage():
+        losses = head(torch.zeros(0, 8, 14, 14), roi_batch((0, 0)))
+    assert losses["loss_mask_iou"].item() == 0
+    sum(losses.values()).backward()
+    for name, p in head.mask_iou_head.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() == 0, name
+
+
+# A tiny R-18-FPN Mask R-CNN on 64x64 images, with the BMask head or detectron2's stock head.
+HEADS = {
+    "bmask": ["MODEL.ROI_MASK_HEAD.NAME", "BoundaryPreservingMaskHead", "MODEL.ROI_MASK_HEAD.NUM_CONV", 2],
+    "stock": ["MODEL.ROI_HEADS.NAME", "MaskScoringROIHeads"],
+}
+
+
+def tiny_rcnn(head, scoring, *opts):
+    cfg = get_cfg()
+    add_seg_d2_config(cfg)
+    cfg.merge_from_file(str(REPO / "configs/Shapes-InstanceSegmentation/mask_rcnn_R_18_FPN_scratch_bs4_600it.yaml"))
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu", "MODEL.FPN.OUT_CHANNELS", 16, "MODEL.ROI_BOX_HEAD.FC_DIM", 32,
+        "MODEL.ROI_MASK_HEAD.CONV_DIM", 16, "MODEL.MASK_SCORING.CONV_DIM", 16, "MODEL.MASK_SCORING.FC_DIM", 32,
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", 0.0,
+        "INPUT.MASK_FORMAT", "bitmask", "MODEL.MASK_SCORING.ENABLED", scoring, *HEADS[head], *opts,
+    ])
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+def image(n_objects, seed=0):
+    """A 64x64 image with ``n_objects`` gt squares, as a dataset mapper gives it."""
+    g = torch.Generator().manual_seed(seed)
+    inst = Instances((64, 64))
+    masks = torch.zeros(n_objects, 64, 64, dtype=torch.bool)
+    for i in range(n_objects):
+        y, x = torch.randint(0, 40, (2,), generator=g).tolist()
+        masks[i, y:y + 20, x:x + 20] = True
+    inst.gt_masks = BitMasks(masks)
+    inst.gt_boxes = inst.gt_masks.get_bounding_boxes()
+    inst.gt_classes = torch.arange(n_objects) % 4
+    return {"image": torch.rand(3, 64, 64, generator=g) * 255, "instances": inst, "height": 64, "width": 64}
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_model_trains_the_mask_iou_head_with_and_without_foreground(head):
+    model = tiny_rcnn(head, True)
+    mask_iou_head = model.roi_heads.mask_head.mask_iou_head if head == "bmask" else model.roi_heads.mask_iou_head
+    assert mask_iou_head is not None
+    with EventStorage():
+        losses = model([image(2), image(1, seed=1)])
+        assert torch.isfinite(losses["loss_mask_iou"]) and losses["loss_mask_iou"] > 0
+        sum(losses.values()).backward()
+        assert mask_iou_head.predictor.weight.grad.abs().sum() > 0
+
+        # No ground truth, so no foreground RoI: the loss is 0 and every parameter gets a zero gradient.
+        model.zero_grad(set_to_none=True)
+        losses = model([image(0), image(0, seed=1)])
+        assert losses["loss_mask_iou"].item() == 0
+        sum(losses.values()).backward()
+    for name, p in mask_iou_head.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() == 0, name
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_mask_scoring_leaves_boxes_and_scores_unchanged(head):
+    plain, scored = tiny_rcnn(head, False).eval(), tiny_rcnn(head, True).eval()
+    missing = scored.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all("mask_iou_head." in k for k in missing)  # the models differ by the MaskIoU head only
+    inputs = [{k: v for k, v in image(0, seed=2).items() if k != "instances"}]
+    with torch.no_grad():
+        (a,), (b,) = plain(inputs), scored(inputs)
+    a, b = a["instances"], b["instances"]
+    assert len(a) > 0 and not a.has("mask_scores")
+    assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor) and torch.equal(a.scores, b.scores)
+    assert torch.equal(a.pred_masks, b.pred_masks)
+    assert torch.allclose(b.mask_scores, b.scores * b.pred_mask_ious)
+    assert ((b.pred_mask_ious >= 0) & (b.pred_mask_ious <= 1)).all()
+
+
+def test_mask_scoring_roi_heads_without_scoring_is_standard_roi_heads():
+    plain = tiny_rcnn("stock", False, "MODEL.ROI_HEADS.NAME", "StandardROIHeads")
+    ours = tiny_rcnn("stock", False)
+    assert ours.roi_heads.mask_iou_head is None
+    assert plain.state_dict().keys() == ours.state_dict().keys()
+
+
+@ROI_MASK_HEAD_REGISTRY.register()
+class _MaskHeadOfItsOwn(nn.Module):
+    """A mask head that is no BaseMaskRCNNHead: the MaskIoU head cannot read its masks."""
+
+    def __init__(self, cfg, input_shape):
+        super().__init__()
+
+
+def test_mask_scoring_with_an_unsupported_mask_head_fails_at_build_time():
+    with pytest.raises(ValueError, match="MODEL.MASK_SCORING.ENABLED.*MODEL.ROI_MASK_HEAD.NAME is '_MaskHeadOfItsOwn'"):
+        tiny_rcnn("stock", True, "MODEL.ROI_MASK_HEAD.NAME", "_MaskHeadOfItsOwn")

@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from seg_d2.layers import boundary_band
+from seg_d2.modeling import sem_seg_losses
 from seg_d2.modeling.sem_seg_losses import (
-    SemSegLoss, boundary_band, boundary_loss, cross_entropy_loss, dice_loss, focal_loss,
+    SemSegLoss, boundary_loss, cross_entropy_loss, dice_loss, focal_loss,
 )
 
 IGN = 255
@@ -85,10 +87,10 @@ def test_focal_hand_computed_and_gamma_zero_is_ce():
         cross_entropy_loss(logits, t, ignore_value=IGN).item(), rel=1e-6)
 
 
-def test_boundary_band_and_loss():
+def test_boundary_loss_is_ce_on_the_shared_band():
     t = torch.zeros(1, 6, 6, dtype=torch.long)
     t[:, :, 3:] = 1
-    band = boundary_band(t, 1, IGN)
+    band = boundary_band(t, 1, ignore_value=IGN)
     assert band[0, 0].tolist() == [False, False, True, True, False, False]
     logits = torch.randn(1, 2, 6, 6, generator=torch.Generator().manual_seed(0))
     banded = torch.where(band, t, torch.full_like(t, IGN))
@@ -101,10 +103,25 @@ def test_boundary_band_and_loss():
     assert out.item() == 0.0
 
 
+def test_boundary_loss_band_is_seg_d2_layers_boundary_band():
+    """One band for losses, mask targets and metrics: the loss has no copy of its own."""
+    assert sem_seg_losses.boundary_band is boundary_band
+    g = torch.Generator().manual_seed(3)
+    t = torch.randint(0, 4, (2, 5, 7), generator=g).repeat_interleave(3, 1).repeat_interleave(3, 2)
+    t[0, :4, :6] = IGN  # the edge of an ignored region, and the image border, are no boundaries
+    logits = torch.randn(2, 4, 15, 21, generator=g)
+    band = boundary_band(t, 2, ignore_value=IGN, border_is_boundary=False)
+    assert band.any() and not band.all()
+    banded = torch.where(band, t, torch.full_like(t, IGN))
+    assert boundary_loss(logits, t, ignore_value=IGN, width=2).item() == pytest.approx(
+        F.cross_entropy(logits, banded, ignore_index=IGN).item(), rel=1e-6)
+
+
 def test_ignored_region_is_not_a_boundary():
     t = torch.zeros(1, 4, 6, dtype=torch.long)
     t[:, :, 3:] = IGN
-    assert not boundary_band(t, 1, IGN).any()
+    logits = torch.randn(1, 2, 4, 6)
+    assert boundary_loss(logits, t, ignore_value=IGN, width=1).item() == 0.0
 
 
 def test_semseg_loss_combines_with_weights():
@@ -124,5 +141,5 @@ def test_semseg_loss_config_errors():
         SemSegLoss(losses=["lovasz"], weights=[1.0])
     with pytest.raises(ValueError, match="weights"):
         SemSegLoss(losses=["ce", "dice"], weights=[1.0])
-    with pytest.raises(ValueError, match="class weights"):
+    with pytest.raises(ValueError, match="CLASS_WEIGHTS has 2 weights: it needs 3"):
         SemSegLoss(losses=["ce"], weights=[1.0], class_weights=[1.0, 2.0])(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))

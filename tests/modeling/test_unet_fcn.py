@@ -1,6 +1,7 @@
 """U-Net head, U-Net encoders and FCN head: registration, the output contract, odd input sizes."""
 import pytest
 import torch
+from torch.nn import functional as F
 
 import seg_d2  # noqa: F401
 from detectron2.config import get_cfg
@@ -8,6 +9,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY, SEM_SEG_HEADS_REGISTRY, build_model
 
 from seg_d2 import add_seg_d2_config
+from seg_d2.modeling.fcn_head import FCNHead
 from seg_d2.modeling.norm import resolve_norm
 from seg_d2.modeling.unet_head import UNetHead
 from tests.conftest import REPO
@@ -143,3 +145,38 @@ def test_head_names_missing_features():
     cfg = make_cfg(FAMILIES["fcn_resnet"][0], *FAMILIES["fcn_resnet"][1], "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['res2', 'res5']")
     with pytest.raises(ValueError, match="has no \\['res2'\\]"):
         build_model(cfg)
+
+
+ALIGN_SHAPES = {"a": ShapeSpec(channels=4, stride=2), "b": ShapeSpec(channels=6, stride=4),
+                "c": ShapeSpec(channels=8, stride=8)}
+
+
+@pytest.mark.parametrize("name", ["unet_bilinear", "unet_deconv", "fcn"])
+def test_training_meets_each_label_with_its_inference_logit(name):
+    """Finest feature at stride 2, input 13 x 18 (13 not a multiple of 2, 4 or 8), features rounded up
+    as the backbones do: the training loss is the loss of the inference logits cropped to the targets
+    (SemanticSegmentor crops them so), not of logits resized onto them."""
+    torch.manual_seed(0)
+    if name == "fcn":
+        head = FCNHead(ALIGN_SHAPES, num_classes=3, conv_dims=8, dropout=0.0, norm="", loss_weight=0.5)
+        for conv in head.skip_scores:  # zero-initialised: let the skips matter
+            torch.nn.init.normal_(conv.weight)
+    else:
+        head = UNetHead(ALIGN_SHAPES, num_classes=3, decoder_channels=[8, 8], norm="", loss_weight=0.5,
+                        upsample_mode=name.split("_")[1], deep_supervision=True)
+    g = torch.Generator().manual_seed(0)
+    feats = {"a": torch.randn(2, 4, 7, 9, generator=g), "b": torch.randn(2, 6, 4, 5, generator=g),
+             "c": torch.randn(2, 8, 2, 3, generator=g)}
+    targets = torch.randint(0, 3, (2, 13, 18), generator=g)
+    targets[0, :3] = 255
+    with torch.no_grad():
+        logits, _ = head.eval()(feats)
+        assert logits.shape == (2, 3, 14, 18)
+        expected = {k: 0.5 * v for k, v in head.loss(logits[..., :13, :18], targets).items()}
+        if name != "fcn":  # the auxiliary stride-4 logits: upsampled and cropped alike
+            aux = F.interpolate(head.layers(feats)[1][0], scale_factor=4, mode="bilinear", align_corners=False)
+            expected.update({f"{k}_aux4": 0.5 * 0.4 * v for k, v in head.loss(aux[..., :13, :18], targets).items()})
+        _, losses = head.train()(feats, targets)
+    assert set(losses) == set(expected)
+    for k, v in expected.items():
+        assert losses[k].item() == pytest.approx(v.item(), rel=1e-6), k

@@ -1,8 +1,14 @@
 """Writing a generated dataset so that no reader ever sees it half-written."""
+import contextlib
 import os
 import shutil
 import tempfile
 from typing import Callable
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no lock, see discard_stale_dataset
+    fcntl = None
 
 DONE_MARKER = "DONE"
 
@@ -30,4 +36,35 @@ def write_dataset_once(root: str, write: Callable[[str], None]) -> bool:
             return False
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: str):
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def discard_stale_dataset(root: str, is_stale: Callable[[str], bool]) -> bool:
+    """Move ``root`` out of the way and delete it if ``is_stale(root)``, so that
+    :func:`write_dataset_once` writes it anew. Returns True if it did.
+
+    Deciding and moving happen under an exclusive lock (a file beside ``root``; POSIX only): of
+    several processes that all found ``root`` stale, the first discards it and the others, checking
+    again, keep the fresh data that may meanwhile have replaced it.
+    """
+    parent, base = os.path.split(os.path.abspath(root))
+    with _exclusive_lock(os.path.join(parent, f".{base}.lock")):
+        if not os.path.isdir(root) or not is_stale(root):
+            return False
+        trash = tempfile.mkdtemp(prefix=f".{base}_stale_", dir=parent)
+        os.rename(root, os.path.join(trash, base))  # atomic: readers find the old data or none
+    shutil.rmtree(trash, ignore_errors=True)
     return True

@@ -1,7 +1,8 @@
 """COCO-format annotations (instances and/or stuff) as a semantic segmentation dataset.
 
 The jsons are checked (``validate_coco_json``), then turned into one PNG label map per image under
-``sem_seg_root``, written once and reused while the jsons are unchanged::
+``sem_seg_root``, written once (atomically: several processes may convert at once) and reused
+while the jsons are unchanged::
 
     register_coco_sem_seg("my_sem_train", "images/train", "sem_seg/train",
                           instances_json="instances_train.json", stuff_json="stuff_train.json")
@@ -15,8 +16,6 @@ smaller object lying on a larger one stays visible.
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from typing import List, Optional, Sequence
 
 import cv2
@@ -25,6 +24,7 @@ import pycocotools.mask as mask_util
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ._atomic import DONE_MARKER, discard_stale_dataset, write_dataset_once
 from .coco_instances import COCOFormatError, validate_coco_json
 
 __all__ = ["coco_json_to_sem_seg", "register_coco_sem_seg"]
@@ -71,6 +71,17 @@ def _signature(json_files: Sequence[str], options: dict) -> str:
     return h.hexdigest()
 
 
+def _written(sem_seg_root: str, signature: str) -> bool:
+    """Whether ``sem_seg_root`` holds complete label maps of the jsons with ``signature``."""
+    if not os.path.isfile(os.path.join(sem_seg_root, DONE_MARKER)):
+        return False
+    try:
+        with open(os.path.join(sem_seg_root, _MARKER)) as f:
+            return json.load(f).get("signature") == signature
+    except (OSError, ValueError):
+        return False
+
+
 def coco_json_to_sem_seg(
     sem_seg_root: str,
     *,
@@ -82,8 +93,10 @@ def coco_json_to_sem_seg(
 ) -> List[dict]:
     """Write the label maps (if not already there for these jsons) and return the dataset dicts.
 
-    The label maps are written to a temporary folder and moved into place when all are done, so an
-    error or interruption leaves nothing half-written.
+    The label maps are written to a temporary folder and moved into place when all are done
+    (``write_dataset_once``), so an error or interruption leaves nothing half-written, and of several
+    processes converting at once (one per rank) one moves its folder into place and the others use
+    it: complete label maps are never rewritten or moved while others read them.
 
     Raises:
         COCOFormatError: an invalid json, or ``sem_seg_root`` holding files seg_d2 did not write.
@@ -119,16 +132,16 @@ def coco_json_to_sem_seg(
             for img in sorted(images.values(), key=lambda x: x["id"])
         ]
 
-    marker = os.path.join(sem_seg_root, _MARKER)
-    if os.path.isfile(marker):
-        with open(marker) as f:
-            if json.load(f).get("signature") == signature:
-                return dataset_dicts()
-    elif os.path.isdir(sem_seg_root) and os.listdir(sem_seg_root):
-        raise COCOFormatError(
-            f"{sem_seg_root} exists and was not written by seg_d2 (no {_MARKER}): choose an empty or new "
-            f"folder for the generated label maps"
-        )
+    if _written(sem_seg_root, signature):
+        return dataset_dicts()
+    if os.path.isdir(sem_seg_root):
+        if os.listdir(sem_seg_root) and not os.path.isfile(os.path.join(sem_seg_root, _MARKER)):
+            raise COCOFormatError(
+                f"{sem_seg_root} exists and was not written by seg_d2 (no {_MARKER}): choose an empty or new "
+                f"folder for the generated label maps"
+            )
+        # label maps of other jsons (or an empty folder): replaced, unless another process just did
+        discard_stale_dataset(sem_seg_root, lambda root: not _written(root, signature))
 
     # paint order: stuff (rank 0), crowd (1), instances (2); larger first within a rank, then by id
     anns = []
@@ -142,10 +155,7 @@ def coco_json_to_sem_seg(
     for rank, a in anns:
         by_image[a["image_id"]].append((rank, a))
 
-    parent = os.path.dirname(os.path.abspath(sem_seg_root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".coco_sem_seg_tmp_", dir=parent)
-    try:
+    def write(tmp):
         for img_id, img in images.items():
             h, w = img["height"], img["width"]
             label = np.full((h, w), 0 if background is not None else ignore_label, np.uint16)
@@ -160,15 +170,10 @@ def coco_json_to_sem_seg(
                 raise OSError(f"Cannot write the label map {out}")
         with open(os.path.join(tmp, _MARKER), "w") as f:
             json.dump({"signature": signature, "classes": names}, f)
-        old = None
-        if os.path.isdir(sem_seg_root):
-            old = tempfile.mkdtemp(prefix=".coco_sem_seg_old_", dir=parent)
-            os.rename(sem_seg_root, os.path.join(old, "x"))
-        os.rename(tmp, sem_seg_root)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_dataset_once(sem_seg_root, write)
+    if not _written(sem_seg_root, signature):  # another process wrote other jsons' label maps there
+        raise RuntimeError(f"{sem_seg_root} was written at the same time from other jsons: convert again")
     return dataset_dicts()
 
 

@@ -1,0 +1,91 @@
+"""ROI heads with mask scoring (Mask Scoring R-CNN, Huang 2019) for detectron2's own mask heads."""
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, cat
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads, select_foreground_proposals
+from detectron2.modeling.roi_heads.mask_head import BaseMaskRCNNHead, mask_rcnn_inference, mask_rcnn_loss
+from detectron2.structures import Instances
+
+from .mask_scoring import MaskIoUHead, mask_iou_inference, mask_scoring_loss
+
+__all__ = ["MaskScoringROIHeads", "check_mask_scoring_config"]
+
+
+@ROI_HEADS_REGISTRY.register()
+class MaskScoringROIHeads(StandardROIHeads):
+    """StandardROIHeads plus, with MODEL.MASK_SCORING.ENABLED, a MaskIoU head on the mask branch.
+
+    It works with detectron2's mask heads (MaskRCNNConvUpsampleHead, or any ``BaseMaskRCNNHead``
+    that keeps its ``forward``): the MaskIoU head reads the pooled RoI features and the mask head's
+    predicted masks, adds ``loss_mask_iou`` in training and ``pred_mask_ious`` / ``mask_scores`` at
+    inference. A mask head that scores its masks itself (``BoundaryPreservingMaskHead``) is left to do
+    so. Without mask scoring, this is StandardROIHeads.
+    """
+
+    @configurable
+    def __init__(self, *, mask_iou_head: Optional[nn.Module] = None, mask_iou_weight: float = 1.0, **kwargs):
+        """
+        Args:
+            mask_iou_head: a :class:`MaskIoUHead`, or None.
+            mask_iou_weight: weight of the mask IoU regression loss.
+            kwargs: as :class:`StandardROIHeads`.
+        """
+        super().__init__(**kwargs)
+        self.mask_iou_head = mask_iou_head
+        self.mask_iou_weight = mask_iou_weight
+
+    @classmethod
+    def _init_mask_head(cls, cfg, input_shape):
+        ret = super()._init_mask_head(cfg, input_shape)
+        if not cfg.MODEL.MASK_ON or not cfg.MODEL.MASK_SCORING.ENABLED:
+            return ret
+        mask_head = ret["mask_head"]
+        if getattr(mask_head, "mask_iou_head", None) is not None:
+            return ret  # the mask head scores its masks itself
+        if not isinstance(mask_head, BaseMaskRCNNHead) or type(mask_head).forward is not BaseMaskRCNNHead.forward \
+                or ret["mask_pooler"] is None:
+            raise ValueError(
+                f"MODEL.MASK_SCORING.ENABLED: MaskScoringROIHeads scores masks of mask heads that are "
+                f"BaseMaskRCNNHead with its forward and a RoI pooler (MODEL.ROI_MASK_HEAD.POOLER_TYPE), "
+                f"but MODEL.ROI_MASK_HEAD.NAME is {cfg.MODEL.ROI_MASK_HEAD.NAME!r}"
+            )
+        resolution = cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
+        channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
+        ret["mask_iou_head"] = MaskIoUHead(cfg, ShapeSpec(channels=channels, height=resolution, width=resolution))
+        ret["mask_iou_weight"] = cfg.MODEL.MASK_SCORING.LOSS_WEIGHT
+        return ret
+
+    def _forward_mask(self, features: Dict[str, torch.Tensor], instances: List[Instances]):
+        if self.mask_iou_head is None or not self.mask_on:
+            return super()._forward_mask(features, instances)
+        if self.training:
+            instances, _ = select_foreground_proposals(instances, self.num_classes)
+        boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
+        x = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
+        # BaseMaskRCNNHead.forward, keeping the mask logits for the MaskIoU head.
+        mask_logits = self.mask_head.layers(x)
+        if self.training:
+            loss_mask = mask_rcnn_loss(mask_logits, instances, self.mask_head.vis_period) * self.mask_head.loss_weight
+            loss_mask_iou = mask_scoring_loss(self.mask_iou_head, x, mask_logits, instances) * self.mask_iou_weight
+            return {"loss_mask": loss_mask, "loss_mask_iou": loss_mask_iou}
+        mask_rcnn_inference(mask_logits, instances)
+        mask_iou_inference(self.mask_iou_head(x, cat([i.pred_masks for i in instances])), instances)
+        return instances
+
+
+def check_mask_scoring_config(cfg) -> None:
+    """Raise if MODEL.MASK_SCORING.ENABLED would be silently ignored: detectron2's own ROI heads know
+    nothing of it, so only MaskScoringROIHeads or a mask head that scores itself can honour it."""
+    if not (cfg.MODEL.MASK_ON and cfg.MODEL.MASK_SCORING.ENABLED):
+        return
+    if cfg.MODEL.ROI_HEADS.NAME == "MaskScoringROIHeads" or cfg.MODEL.ROI_MASK_HEAD.NAME == "BoundaryPreservingMaskHead":
+        return
+    raise ValueError(
+        f"MODEL.MASK_SCORING.ENABLED is True, but neither MODEL.ROI_HEADS.NAME ({cfg.MODEL.ROI_HEADS.NAME!r}) nor "
+        f"MODEL.ROI_MASK_HEAD.NAME ({cfg.MODEL.ROI_MASK_HEAD.NAME!r}) scores masks: set MODEL.ROI_HEADS.NAME "
+        f"\"MaskScoringROIHeads\" (any detectron2 mask head) or MODEL.ROI_MASK_HEAD.NAME \"BoundaryPreservingMaskHead\"."
+    )
