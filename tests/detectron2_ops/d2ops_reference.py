@@ -6,6 +6,7 @@ so that agreement means something.
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -83,10 +84,193 @@ def rotated_iou(b1, b2):
     return inter / (b1[2] * b1[3] + b2[2] * b2[3] - inter)
 
 
-def greedy_nms(iou_matrix, scores, threshold):
-    """Textbook greedy NMS over a precomputed IoU matrix (stable order for equal scores)."""
+def shapely_iou(b1, b2):
+    """IoU of two rotated boxes with shapely (exact polygon overlay, float64); sides taken as
+    |w|, |h| (a box with both sides negative is the same rectangle)."""
+    from shapely.geometry import Polygon
+
+    p, q = Polygon(rotated_corners(b1)), Polygon(rotated_corners(b2))
+    inter = p.intersection(q).area
+    return inter / (p.area + q.area - inter)
+
+
+# ----------------------------------------------------------------------------- the C++ kernel
+#
+# A scalar, line-by-line transcription of detectron2 v0.6's CPU kernel
+# (detectron2/layers/csrc/box_iou_rotated/box_iou_rotated_utils.h, single_box_iou_rotated<T>,
+# compiled without FMA as x86-64 wheels are), in numpy float32 scalars (Python floats for
+# T = double), with std::sort as libstdc++ implements it. It states what "bit-identical to a
+# compiled build" means, one pair at a time.
+
+_F32 = np.float32
+
+
+def _k_vertices(x, y, w, h, a, t):
+    theta = float(a) * 0.01745329251  # double theta = box.a * 0.01745329251;
+    c = t(t(math.cos(theta)) * t(0.5))  # T cosTheta2 = (T)cos(theta) * 0.5f;
+    s = t(t(math.sin(theta)) * t(0.5))
+    p0 = (x + s * h + c * w, y + c * h - s * w)
+    p1 = (x - s * h + c * w, y - c * h - s * w)
+    return [p0, p1, (2 * x - p0[0], 2 * y - p0[1]), (2 * x - p1[0], 2 * y - p1[1])]
+
+
+def _k_sub(a, b):
+    return (a[0] - b[0], a[1] - b[1])
+
+
+def _k_cross(a, b):
+    return a[0] * b[1] - b[0] * a[1]
+
+
+def _k_dot(a, b):
+    return a[0] * b[0] + a[1] * b[1]
+
+
+def _k_points(pts1, pts2):
+    vec1 = [_k_sub(pts1[(i + 1) % 4], pts1[i]) for i in range(4)]
+    vec2 = [_k_sub(pts2[(i + 1) % 4], pts2[i]) for i in range(4)]
+    out = []
+    for i in range(4):
+        for j in range(4):
+            det = _k_cross(vec2[j], vec1[i])
+            if abs(float(det)) <= 1e-14:
+                continue
+            vec12 = _k_sub(pts2[j], pts1[i])
+            t1 = _k_cross(vec2[j], vec12) / det
+            t2 = _k_cross(vec1[i], vec12) / det
+            if 0 <= t1 <= 1 and 0 <= t2 <= 1:
+                out.append((pts1[i][0] + vec1[i][0] * t1, pts1[i][1] + vec1[i][1] * t1))
+    for pa, pb, vb in ((pts1, pts2, vec2), (pts2, pts1, vec1)):
+        ab, da = vb[0], vb[3]
+        ab_ab, ad_ad = _k_dot(ab, ab), _k_dot(da, da)
+        for p in pa:
+            ap = _k_sub(p, pb[0])
+            ap_ab, ap_ad = _k_dot(ap, ab), -_k_dot(ap, da)
+            if ap_ab >= 0 and ap_ad >= 0 and ap_ab <= ab_ab and ap_ad <= ad_ad:
+                out.append(p)
+    return out
+
+
+def _k_less(a, b):
+    temp = _k_cross(a, b)
+    if abs(float(temp)) < 1e-6:
+        return _k_dot(a, a) < _k_dot(b, b)
+    return temp > 0
+
+
+def _k_insert(v, i):  # std::__unguarded_linear_insert
+    val, j = v[i], i - 1
+    while _k_less(val, v[j]):
+        v[j + 1] = v[j]
+        j -= 1
+    v[j + 1] = val
+
+
+def _k_std_sort(v, first, last):
+    """libstdc++ std::sort: introsort down to 16 elements, then insertion sort."""
+
+    def introsort(first, last, depth):
+        while last - first > 16:
+            assert depth > 0  # heapsort never happens for <= 23 elements
+            depth -= 1
+            a, b, c = first + 1, first + (last - first) // 2, last - 1  # __move_median_to_first
+            if _k_less(v[a], v[b]):
+                m = b if _k_less(v[b], v[c]) else (c if _k_less(v[a], v[c]) else a)
+            else:
+                m = a if _k_less(v[a], v[c]) else (c if _k_less(v[b], v[c]) else b)
+            v[first], v[m] = v[m], v[first]
+            lo, hi = first + 1, last  # __unguarded_partition
+            while True:
+                while _k_less(v[lo], v[first]):
+                    lo += 1
+                hi -= 1
+                while _k_less(v[first], v[hi]):
+                    hi -= 1
+                if not lo < hi:
+                    break
+                v[lo], v[hi] = v[hi], v[lo]
+                lo += 1
+            introsort(lo, last, depth)
+            last = lo
+
+    if last - first < 2:
+        return
+    introsort(first, last, 2 * ((last - first).bit_length() - 1))
+    for i in range(first + 1, min(last, first + 16)):  # __insertion_sort
+        if _k_less(v[i], v[first]):
+            v[first + 1 : i + 1], v[first] = v[first:i], v[i]
+        else:
+            _k_insert(v, i)
+    for i in range(first + 16, last):  # __unguarded_insertion_sort
+        _k_insert(v, i)
+
+
+def _k_hull_area(p):
+    num = len(p)
+    t = 0
+    for i in range(1, num):
+        if p[i][1] < p[t][1] or (p[i][1] == p[t][1] and p[i][0] < p[t][0]):
+            t = i
+    q = [_k_sub(pt, p[t]) for pt in p]
+    q[0], q[t] = q[t], q[0]
+    _k_std_sort(q, 1, num)
+    dist = [_k_dot(v, v) for v in q]
+    k = 1
+    while k < num and not float(dist[k]) > 1e-8:
+        k += 1
+    if k == num:
+        return 0.0
+    q[1] = q[k]
+    m = 2
+    for i in range(k + 1, num):
+        while m > 1:
+            q1, q2 = _k_sub(q[i], q[m - 2]), _k_sub(q[m - 1], q[m - 2])
+            if q1[0] * q2[1] >= q2[0] * q1[1]:
+                m -= 1
+            else:
+                break
+        q[m] = q[i]
+        m += 1
+    if m <= 2:
+        return 0.0
+    area = q[0][0] * 0  # T zero
+    for i in range(1, m - 1):
+        area = area + abs(_k_cross(_k_sub(q[i], q[0]), _k_sub(q[i + 1], q[0])))
+    return float(area) / 2.0
+
+
+def kernel_iou(b1, b2, double=False):
+    """single_box_iou_rotated<float> (``double``: <double>) of two boxes, as a Python float."""
+    t = float if double else _F32
+    b1, b2 = [t(float(v)) for v in b1], [t(float(v)) for v in b2]
+    shift_x = float(b1[0] + b2[0]) / 2.0  # auto center_shift_x = (box1_raw[0] + box2_raw[0]) / 2.0;
+    shift_y = float(b1[1] + b2[1]) / 2.0
+    x1, y1 = t(float(b1[0]) - shift_x), t(float(b1[1]) - shift_y)
+    x2, y2 = t(float(b2[0]) - shift_x), t(float(b2[1]) - shift_y)
+    area1, area2 = b1[2] * b1[3], b2[2] * b2[3]
+    if float(area1) < 1e-14 or float(area2) < 1e-14:
+        return 0.0
+    pts = _k_points(_k_vertices(x1, y1, b1[2], b1[3], b1[4], t), _k_vertices(x2, y2, b2[2], b2[3], b2[4], t))
+    inter = t(_k_hull_area(pts)) if len(pts) > 2 else t(0.0)
+    return float(inter / (area1 + area2 - inter))
+
+
+def kernel_iou_matrix(boxes1, boxes2, double=False):
+    return torch.tensor(
+        [[kernel_iou(p, q, double) for q in boxes2.tolist()] for p in boxes1.tolist()],
+        dtype=torch.float64 if double else torch.float32,
+    )
+
+
+def greedy_nms(iou_matrix, scores, threshold, strict=False):
+    """Textbook greedy NMS over a precomputed IoU matrix (stable order for equal scores).
+
+    As detectron2's kernels: ``threshold`` is a C++ float, and box j is dropped when its IoU with
+    a kept box is ``>= threshold`` (CPU kernel) or ``> threshold`` (``strict``: CUDA kernel).
+    """
     ious = iou_matrix.tolist()
     scores = [float(s) for s in scores]
+    threshold = float(np.float32(threshold))
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     suppressed, keep = set(), []
     for pos, i in enumerate(order):
@@ -95,7 +279,7 @@ def greedy_nms(iou_matrix, scores, threshold):
         keep.append(i)
         row = ious[i]
         for j in order[pos + 1 :]:
-            if row[j] > threshold:
+            if row[j] > threshold or (not strict and row[j] == threshold):
                 suppressed.add(j)
     return keep
 
