@@ -1,5 +1,34 @@
-"""seg_d2's config keys, added to a detectron2 config by ``add_seg_d2_config``."""
+"""seg_d2's config keys, added to a detectron2 config by ``add_seg_d2_config``; ``get_cfg`` (the entry
+point for user code) and ``apply_cpu_fallback``."""
 from detectron2.config import CfgNode as CN
+
+
+def get_cfg():
+    """detectron2's default config plus seg_d2's keys, with the CPU fallback applied (``MODEL.DEVICE``
+    "cpu" when no GPU is visible). Then merge a config: ``cfg.merge_from_file(
+    seg_d2.model_zoo.get_config_file("Shapes-SemanticSegmentation/unet_R_50_scratch_bs8_600it.yaml"))``."""
+    from detectron2.config import get_cfg as d2_get_cfg
+
+    cfg = d2_get_cfg()
+    add_seg_d2_config(cfg)
+    return apply_cpu_fallback(cfg)
+
+
+def apply_cpu_fallback(cfg):
+    """Set ``MODEL.DEVICE`` from "cuda[:N]" to "cpu" when no GPU is visible, unless
+    ``SEG_D2.CPU_FALLBACK`` is False; returns ``cfg`` (changed in place, even if frozen).
+    tools/train_net.py calls it after merging the config file and options; call it again after
+    setting ``MODEL.DEVICE`` yourself."""
+    import torch
+
+    enabled = cfg.get("SEG_D2", CN()).get("CPU_FALLBACK", True)
+    if enabled and str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.MODEL.DEVICE = "cpu"
+        if frozen:
+            cfg.freeze()
+    return cfg
 
 
 def add_seg_d2_config(cfg):
@@ -7,6 +36,15 @@ def add_seg_d2_config(cfg):
     cfg.SEG_D2 = CN()
     # Switch MODEL.DEVICE from "cuda" to "cpu" when no GPU is visible, instead of failing.
     cfg.SEG_D2.CPU_FALLBACK = True
+    # Images of each evaluation drawn as prediction | ground truth (| error map) to OUTPUT_DIR/inference/<dataset>/vis; 0 = none.
+    cfg.TEST.VIS_NUM_IMAGES = 8
+    # Datasets registered before training by seg_d2.data.register_datasets_from_config (tools/train_net.py's
+    # --coco-dataset, --sem-seg-folder and --dataset-module flags append here). Paths are relative to the cwd.
+    cfg.SEG_D2.DATASETS = CN()
+    cfg.SEG_D2.DATASETS.COCO = []  # [[name, json_file, image_root], ...]: COCO instances json (evaluator "coco")
+    # [[name, image_dir, label_dir, classes(, ignore_label)], ...]: classes "a,b,c" or a .txt/.json file of names
+    cfg.SEG_D2.DATASETS.SEM_SEG_FOLDER = []
+    cfg.SEG_D2.DATASETS.MODULES = []  # Python files (or module names) whose import registers datasets
 
     # --- Semantic segmentation: U-Net / FCN heads, losses, data, inference (issue 3) ---
     from detectron2.projects.deeplab import add_deeplab_config
@@ -14,15 +52,28 @@ def add_seg_d2_config(cfg):
     add_deeplab_config(cfg)  # INPUT.CROP.SINGLE_CATEGORY_MAX_AREA, SOLVER.POLY_LR_POWER (WarmupPolyLR)
     _add_sem_seg_config(cfg)
 
-    # Boundary-preserving mask head (BMask R-CNN, Cheng 2020): MODEL.ROI_MASK_HEAD.NAME "BoundaryPreservingMaskHead".
-    cfg.MODEL.BMASK = CN()
-    cfg.MODEL.BMASK.NUM_BOUNDARY_CONV = 2  # 3x3 convs in the boundary branch
-    cfg.MODEL.BMASK.MASK_RESOLUTION = 28  # side of predicted masks: POOLER_RESOLUTION x 2^k (e.g. 28, 56)
-    cfg.MODEL.BMASK.MASK_BCE_WEIGHT = 1.0  # weight of the mask BCE loss
-    cfg.MODEL.BMASK.MASK_DICE_WEIGHT = 1.0  # weight of the mask Dice loss
-    cfg.MODEL.BMASK.BOUNDARY_BCE_WEIGHT = 1.0  # weight of the boundary BCE loss
-    cfg.MODEL.BMASK.BOUNDARY_DICE_WEIGHT = 1.0  # weight of the boundary Dice loss
-    # Mask scoring (Mask Scoring R-CNN, Huang 2019): inside BoundaryPreservingMaskHead, or for detectron2's
+    # BMask R-CNN's boundary-preserving mask head (Cheng et al., ECCV 2020): MODEL.ROI_HEADS.NAME
+    # "BoundaryROIHeads" with MODEL.ROI_MASK_HEAD.NAME "BoundaryPreservingHead". Its mask branch is set by
+    # MODEL.ROI_MASK_HEAD (NUM_CONV, CONV_DIM, NORM, POOLER_*); its boundary branch by these keys.
+    cfg.MODEL.BOUNDARY_MASK_HEAD = CN()
+    # Side of the boundary RoI features: ROI_MASK_HEAD.POOLER_RESOLUTION x 2^k (the paper: 28 = 2 x 14).
+    cfg.MODEL.BOUNDARY_MASK_HEAD.POOLER_RESOLUTION = 28
+    # Feature maps the boundary RoI features are pooled from (the paper: the finest FPN level).
+    cfg.MODEL.BOUNDARY_MASK_HEAD.IN_FEATURES = ("p2",)
+    cfg.MODEL.BOUNDARY_MASK_HEAD.NUM_CONV = 2  # 3x3 convs of the boundary branch, after the mask->boundary fusion
+    cfg.MODEL.BOUNDARY_MASK_HEAD.MASK_DICE_WEIGHT = 0.0  # Dice on masks: not in the paper (mask BCE only); > 0 adds it
+    cfg.MODEL.BOUNDARY_MASK_HEAD.BOUNDARY_BCE_WEIGHT = 1.0  # weight of the boundary BCE loss
+    cfg.MODEL.BOUNDARY_MASK_HEAD.BOUNDARY_DICE_WEIGHT = 1.0  # weight of the boundary Dice loss
+    # seg_d2's light boundary head, NOT the paper's (no second pooler: the boundary branch reads the mask
+    # branch's features): MODEL.ROI_MASK_HEAD.NAME "LightBoundaryMaskHead", with detectron2's StandardROIHeads.
+    cfg.MODEL.LIGHT_BOUNDARY_HEAD = CN()
+    cfg.MODEL.LIGHT_BOUNDARY_HEAD.NUM_BOUNDARY_CONV = 2  # 3x3 convs in the boundary branch
+    cfg.MODEL.LIGHT_BOUNDARY_HEAD.MASK_RESOLUTION = 28  # side of predicted masks: POOLER_RESOLUTION x 2^k (28, 56)
+    cfg.MODEL.LIGHT_BOUNDARY_HEAD.MASK_BCE_WEIGHT = 1.0  # weight of the mask BCE loss
+    cfg.MODEL.LIGHT_BOUNDARY_HEAD.MASK_DICE_WEIGHT = 1.0  # weight of the mask Dice loss
+    cfg.MODEL.LIGHT_BOUNDARY_HEAD.BOUNDARY_BCE_WEIGHT = 1.0  # weight of the boundary BCE loss
+    cfg.MODEL.LIGHT_BOUNDARY_HEAD.BOUNDARY_DICE_WEIGHT = 1.0  # weight of the boundary Dice loss
+    # Mask scoring (Mask Scoring R-CNN, Huang 2019): inside the boundary heads above, or for detectron2's
     # mask heads with MODEL.ROI_HEADS.NAME "MaskScoringROIHeads" (StandardROIHeads ignores it).
     cfg.MODEL.MASK_SCORING = CN()
     # Predict each mask's IoU: mask_scores = scores * IoU rank the masks (segm AP); box scores are unchanged.

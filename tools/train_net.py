@@ -2,27 +2,36 @@
 """Train and evaluate seg_d2 (and any detectron2) models.
 
 Examples:
-    python tools/train_net.py --config-file configs/Shapes-InstanceSegmentation/mask_rcnn_R_50_FPN_shapes.yaml
+    python tools/train_net.py --config-file configs/Shapes-InstanceSegmentation/mask_rcnn_R_18_FPN_scratch_bs4_600it.yaml
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file ... --resume
     python tools/train_net.py --config-file ... --num-gpus 2   # 2 GPUs, or 2 CPU processes (GLOO) without GPUs
+
+Your own data, no Python needed (see README, "Use your own data"):
+    python tools/train_net.py --config-file configs/Shapes-InstanceSegmentation/mask_rcnn_R_18_FPN_scratch_bs4_600it.yaml \\
+        --coco-dataset my_train train.json images/ --coco-dataset my_val val.json images/ \\
+        DATASETS.TRAIN "('my_train',)" DATASETS.TEST "('my_val',)" MODEL.ROI_HEADS.NUM_CLASSES 0
+
+--config-file takes a file, or one of seg_d2's configs by its path under configs/ from any folder.
 """
 import logging
 
-import torch
+# seg_d2 before detectron2: its import silences the torch.jit deprecation warnings of detectron2's and fvcore's imports
+import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 from detectron2.projects.deeplab import build_lr_scheduler
 
-import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
-from seg_d2 import add_seg_d2_config
-from seg_d2.data import build_test_loader, build_train_loader, check_sem_seg_model_and_data
-from seg_d2.evaluation import build_evaluator
+from seg_d2 import apply_cpu_fallback, get_cfg, model_zoo
+from seg_d2.data import (
+    add_dataset_arguments, build_test_loader, build_train_loader, check_model_and_data, merge_dataset_arguments,
+    register_datasets_from_config, set_num_classes_from_data,
+)
+from seg_d2.evaluation import build_evaluator_with_visualization
 from seg_d2.modeling.roi_heads import check_mask_scoring_config
 
 
@@ -36,7 +45,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        return build_evaluator(cfg, dataset_name, output_folder)
+        # metrics by evaluator_type, plus TEST.VIS_NUM_IMAGES drawn predictions and a per-class CSV
+        return build_evaluator_with_visualization(cfg, dataset_name, output_folder)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -54,16 +64,20 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    """get_cfg -> add_seg_d2_config -> merge file -> merge opts -> freeze -> default_setup."""
+    """seg_d2.get_cfg -> merge file -> merge opts -> dataset flags -> CPU fallback -> register the datasets ->
+    NUM_CLASSES 0 from the data -> freeze -> default_setup."""
+    args.config_file = model_zoo.resolve_config_file(args.config_file)  # a file, or configs/... from any folder
     cfg = get_cfg()
-    add_seg_d2_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    if cfg.SEG_D2.CPU_FALLBACK and cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    merge_dataset_arguments(cfg, args)  # --coco-dataset, --sem-seg-folder, --dataset-module -> SEG_D2.DATASETS
+    apply_cpu_fallback(cfg)
+    # seg_d2's log first: what the registration and NUM_CLASSES 0 say goes to the console and OUTPUT_DIR/log.txt
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_d2")
+    register_datasets_from_config(cfg)  # in every process (launch spawns workers that run setup again)
+    set_num_classes_from_data(cfg)  # MODEL.{SEM_SEG_HEAD,ROI_HEADS}.NUM_CLASSES 0 -> the datasets' class count
     cfg.freeze()
     default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_d2")
     if cfg.MODEL.DEVICE == "cpu" and args.num_gpus > 1:
         logging.getLogger("seg_d2").info(
             f"No GPU: running {args.num_gpus} CPU processes of DistributedDataParallel over GLOO."
@@ -73,8 +87,9 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
-    # NUM_CLASSES vs the datasets' classes, ignore labels: fail now, not at iteration 0 or after training
-    check_sem_seg_model_and_data(cfg)
+    # datasets registered, NUM_CLASSES vs the datasets' classes, ignore labels: fail now, not at iteration 0
+    # or after training (--eval-only: the test datasets only)
+    check_model_and_data(cfg, cfg.DATASETS.TEST if args.eval_only else None)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
@@ -90,8 +105,23 @@ def main(args):
     return trainer.train()
 
 
+def argument_parser():
+    """detectron2's default_argument_parser plus seg_d2's dataset flags (seg_d2.data.add_dataset_arguments)."""
+    return add_dataset_arguments(default_argument_parser(__doc__))
+
+
+def parse_args(argv=None):
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    flags = [o for o in args.opts if o.startswith("--")]
+    if flags:  # after the first KEY VALUE pair everything is an option: a flag there would be merged as a key
+        parser.error(f"{flags[0]} comes after the KEY VALUE options: put the flags (--config-file, --coco-dataset, "
+                     f"...) first, then the KEY VALUE options.")
+    return args
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = parse_args()
     print("Command Line Args:", args)
     launch(
         main,

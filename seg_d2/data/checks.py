@@ -1,17 +1,32 @@
-"""Build-time checks that a semantic segmentation model and its datasets agree.
+"""Build-time checks that a model and its datasets agree, and class counts taken from the data.
 
 Without them a class-count mismatch surfaces late and obscurely: torch's "Target 4 is out of bounds"
 at iteration 0, wrong metrics from ``--eval-only``, or a reshape error in evaluation after the whole
-training.
+training; an unregistered dataset name gives a KeyError listing every other name.
+
+- semantic models (SemanticSegmentor and subclasses): ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` equals the
+  number of ``stuff_classes`` (:func:`check_sem_seg_model_and_data`);
+- instance models (GeneralizedRCNN with ROI heads, RetinaNet): ``MODEL.ROI_HEADS.NUM_CLASSES`` (or
+  ``MODEL.RETINANET.NUM_CLASSES``) equals the number of ``thing_classes``, the json's categories for a
+  COCO dataset (:func:`check_instance_model_and_data`);
+- NUM_CLASSES 0 means "from the data": :func:`set_num_classes_from_data` sets it.
 """
-from typing import Iterable, Optional
+import difflib
+import functools
+import json
+import logging
+import os
+from typing import Iterable, List, Optional
 
-from detectron2.data import MetadataCatalog
-from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, RetinaNet, SemanticSegmentor
 
-__all__ = ["check_sem_seg_model_and_data", "dataset_ignore_label", "uses_sem_seg_model"]
+__all__ = ["check_sem_seg_model_and_data", "check_instance_model_and_data", "check_model_and_data",
+           "check_datasets_registered", "dataset_ignore_label", "dataset_thing_classes", "instance_num_classes_key",
+           "set_num_classes_from_data", "uses_sem_seg_model"]
 
 _MAX_LISTED = 20
+_FROM_DATA = "(0: taken from the data by tools/train_net.py, or seg_d2.data.set_num_classes_from_data)"
 
 
 def uses_sem_seg_model(cfg) -> bool:
@@ -83,7 +98,8 @@ def check_sem_seg_model_and_data(cfg, dataset_names: Optional[Iterable[str]] = N
         binary = " (or 1 for a binary model: one sigmoid foreground logit)" if n == 2 else ""
         raise ValueError(
             f"Dataset '{name}' has {n} classes (metadata stuff_classes {_classes(list(classes))}) but the "
-            f"model predicts MODEL.SEM_SEG_HEAD.NUM_CLASSES = {k}: set MODEL.SEM_SEG_HEAD.NUM_CLASSES {n}{binary}."
+            f"model predicts MODEL.SEM_SEG_HEAD.NUM_CLASSES = {k}: set MODEL.SEM_SEG_HEAD.NUM_CLASSES {n}{binary}. "
+            f"{_FROM_DATA}"
         )
     train = [name for name in dataset_names if name in cfg.DATASETS.TRAIN]
     ignore = dataset_ignore_label(train)
@@ -95,3 +111,160 @@ def check_sem_seg_model_and_data(cfg, dataset_names: Optional[Iterable[str]] = N
             f"{cfg.INPUT.DATASET_MAPPER_NAME!r} does not remap labels: set INPUT.DATASET_MAPPER_NAME \"sem_seg\" "
             f"(it maps the dataset's ignore label to IGNORE_VALUE) or MODEL.SEM_SEG_HEAD.IGNORE_VALUE {ignore}."
         )
+
+
+def _meta_architecture(cfg):
+    try:
+        arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    except KeyError:
+        return None
+    return arch if isinstance(arch, type) else None
+
+
+def instance_num_classes_key(cfg) -> Optional[str]:
+    """The config key of an instance model's class count: "MODEL.ROI_HEADS.NUM_CLASSES" for a
+    GeneralizedRCNN (Faster/Mask R-CNN, BMask R-CNN; not an RPN-only model), "MODEL.RETINANET.NUM_CLASSES"
+    for a RetinaNet; None for other models."""
+    arch = _meta_architecture(cfg)
+    if arch is None:
+        return None
+    if issubclass(arch, GeneralizedRCNN):
+        return "MODEL.ROI_HEADS.NUM_CLASSES"
+    if issubclass(arch, RetinaNet):
+        return "MODEL.RETINANET.NUM_CLASSES"
+    return None
+
+
+def _get_key(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _set_key(cfg, key: str, value) -> None:
+    *parents, last = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+@functools.lru_cache(maxsize=32)
+def _json_categories(json_file: str, mtime: float) -> List[str]:
+    with open(json_file) as f:
+        cats = json.load(f).get("categories", [])
+    return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
+
+
+def dataset_thing_classes(name: str) -> Optional[List[str]]:
+    """A dataset's ``thing_classes`` metadata, or for a COCO-json dataset not loaded yet (its metadata has
+    ``json_file``) its categories' names sorted by id, as detectron2's ``load_coco_json`` sets them;
+    None if neither is known."""
+    meta = MetadataCatalog.get(name)
+    classes = meta.get("thing_classes", None)
+    if classes is not None:
+        return list(classes)
+    json_file = meta.get("json_file", None)
+    if json_file and os.path.isfile(json_file):
+        try:
+            return _json_categories(json_file, os.path.getmtime(json_file))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # an invalid json: loading it reports the problem (COCOFormatError)
+    return None
+
+
+def check_instance_model_and_data(cfg, dataset_names: Optional[Iterable[str]] = None) -> None:
+    """Check that an instance model (see :func:`instance_num_classes_key`) predicts the classes of its
+    datasets: NUM_CLASSES must equal the number of ``thing_classes`` (or json categories, see
+    :func:`dataset_thing_classes`) of every dataset (default: DATASETS.TRAIN and DATASETS.TEST). Datasets
+    whose classes are not known are not checked.
+
+    Raises:
+        ValueError: naming the dataset, its classes and the config key to change.
+    """
+    key = instance_num_classes_key(cfg)
+    if key is None:
+        return
+    if dataset_names is None:
+        dataset_names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    k = _get_key(cfg, key)
+    for name in dict.fromkeys(dataset_names):
+        classes = dataset_thing_classes(name)
+        if classes is None or len(classes) == k:
+            continue
+        raise ValueError(
+            f"Dataset '{name}' has {len(classes)} categories (thing_classes {_classes(classes)}) but the model "
+            f"predicts {key} = {k}: set {key} {len(classes)}. {_FROM_DATA}"
+        )
+
+
+def check_datasets_registered(cfg, dataset_names: Optional[Iterable[str]] = None) -> None:
+    """Check that ``dataset_names`` (default: DATASETS.TRAIN and DATASETS.TEST) are registered, with an error
+    that says how to register one (instead of detectron2's KeyError listing every registered name)."""
+    registered = DatasetCatalog.list()
+    if dataset_names is None:
+        named = [(name, f"DATASETS.{key}") for key in ("TRAIN", "TEST") for name in cfg.DATASETS[key]]
+    else:
+        named = [(name, "DATASETS.TRAIN" if name in cfg.DATASETS.TRAIN else "DATASETS.TEST") for name in dataset_names]
+    for name, key in named:
+        if name in registered:
+            continue
+        close = difflib.get_close_matches(name, registered, n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(
+            f"Dataset '{name}' of {key} is not registered.{hint} Register it from the command line of "
+            f"tools/train_net.py with --coco-dataset {name} JSON IMAGE_ROOT (COCO instances), "
+            f"--sem-seg-folder {name} IMAGE_DIR LABEL_DIR CLASSES (semantic label maps) or --dataset-module "
+            f"FILE.py (your registration code), or with the config keys SEG_D2.DATASETS.COCO / SEM_SEG_FOLDER / "
+            f"MODULES; from Python, before training, with seg_d2.data.datasets.register_coco_dataset or "
+            f"register_sem_seg_folder. ({len(registered)} datasets are registered: "
+            f"{', '.join(sorted(registered)[:5])}, ...)"
+        )
+
+
+def check_model_and_data(cfg, dataset_names: Optional[Iterable[str]] = None) -> None:
+    """All of the above for ``dataset_names`` (default: DATASETS.TRAIN and DATASETS.TEST): they are
+    registered, and a semantic or instance model predicts their classes."""
+    if dataset_names is not None:
+        dataset_names = list(dataset_names)
+    check_datasets_registered(cfg, dataset_names)
+    check_sem_seg_model_and_data(cfg, dataset_names)
+    check_instance_model_and_data(cfg, dataset_names)
+
+
+def set_num_classes_from_data(cfg) -> None:
+    """Set a class count left at 0 ("from the data") to the number of classes of the datasets.
+
+    ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` 0 of a semantic model becomes the number of ``stuff_classes``, and
+    the instance model's ``MODEL.ROI_HEADS.NUM_CLASSES`` (``MODEL.RETINANET.NUM_CLASSES``) 0 the number of
+    ``thing_classes`` (a COCO json's categories), of DATASETS.TRAIN and DATASETS.TEST; ``cfg`` must not
+    be frozen. Other values are left alone (the checks above compare them with the data).
+
+    Raises:
+        ValueError: the datasets disagree on the number of classes, or none of them has class metadata.
+    """
+    keys = []
+    if uses_sem_seg_model(cfg):
+        keys.append(("MODEL.SEM_SEG_HEAD.NUM_CLASSES", "stuff_classes",
+                     lambda n: MetadataCatalog.get(n).get("stuff_classes", None)))
+    key = instance_num_classes_key(cfg)
+    if key is not None:
+        keys.append((key, "thing_classes", dataset_thing_classes))
+    names = list(dict.fromkeys(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)))
+    for key, what, classes_of in keys:
+        if _get_key(cfg, key) != 0:
+            continue
+        found = {name: classes_of(name) for name in names}
+        found = {name: list(c) for name, c in found.items() if c is not None}
+        counts = {len(c) for c in found.values()}
+        if not found:
+            raise ValueError(f"{key} 0 takes the number of classes from the data, but no dataset of DATASETS.TRAIN "
+                             f"/ DATASETS.TEST {names} has {what} metadata: set {key} to the number of classes.")
+        if len(counts) > 1:
+            listed = "; ".join(f"'{n}': {len(c)} {_classes(c)}" for n, c in found.items())
+            raise ValueError(f"{key} 0 takes the number of classes from the data, but the datasets disagree: "
+                             f"{listed}. Use datasets with the same classes.")
+        n = counts.pop()
+        _set_key(cfg, key, n)
+        logging.getLogger(__name__).info(f"{key} 0 -> {n}: the {what} of {', '.join(found)}")

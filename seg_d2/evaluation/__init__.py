@@ -1,4 +1,4 @@
-from .build import EVALUATOR_TYPES, build_evaluator
+from .build import EVALUATOR_TYPES, build_evaluator, build_evaluator_with_visualization
 from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 from .boundary_iou import BoundaryCOCOeval, boundary_iou, mask_to_boundary
 from .coco_evaluation import COCOBoundaryEvaluator, evaluate_boundary_on_coco

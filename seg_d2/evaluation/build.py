@@ -10,8 +10,13 @@ from .sem_seg_evaluation import SemSegBoundaryEvaluator
 
 
 def _coco(cfg, name, output_folder):
-    # bbox and segm AP as detectron2's COCOEvaluator, plus Boundary AP (task "boundary") for masks.
-    return COCOBoundaryEvaluator(name, output_dir=output_folder)
+    # bbox and segm AP as detectron2's COCOEvaluator, plus Boundary AP (task "boundary") for masks. The tasks
+    # come from the model (not from its predictions), so that every row is reported, NaN, without detections.
+    tasks = None if cfg.MODEL.KEYPOINT_ON else (("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",))
+    retinanet = cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
+    key = "MODEL.RETINANET.SCORE_THRESH_TEST" if retinanet else "MODEL.ROI_HEADS.SCORE_THRESH_TEST"
+    value = cfg.MODEL.RETINANET.SCORE_THRESH_TEST if retinanet else cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+    return COCOBoundaryEvaluator(name, tasks=tasks, output_dir=output_folder, score_thresh_test=(key, value))
 
 
 def _sem_seg(cfg, name, output_folder):
@@ -62,3 +67,17 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str = None):
         )
     evaluators = [EVALUATOR_TYPES[t](cfg, dataset_name, output_folder) for t in types]
     return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+
+
+def build_evaluator_with_visualization(cfg, dataset_name: str, output_folder: str = None):
+    """:func:`build_evaluator`, plus (as tools/train_net.py evaluates) the first ``TEST.VIS_NUM_IMAGES``
+    predictions drawn next to their ground truth in ``output_folder/vis`` and the per-class metrics
+    logged as one table and written to ``output_folder/per_class_metrics.csv``."""
+    from .visualization import EvaluatorsWithPerClassTable, PredictionVisualizer
+
+    if output_folder is None:
+        output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    evaluators = [build_evaluator(cfg, dataset_name, output_folder)]
+    if cfg.TEST.VIS_NUM_IMAGES > 0:
+        evaluators.append(PredictionVisualizer(dataset_name, output_folder, cfg.TEST.VIS_NUM_IMAGES))
+    return EvaluatorsWithPerClassTable(evaluators, output_folder)

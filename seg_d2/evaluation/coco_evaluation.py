@@ -18,6 +18,7 @@ from .boundary_iou import boundary_cocoeval_class
 __all__ = ["COCOBoundaryEvaluator", "evaluate_boundary_on_coco"]
 
 BOUNDARY_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+COCO_METRICS = {"bbox": BOUNDARY_METRICS, "segm": BOUNDARY_METRICS, "keypoints": ["AP", "AP50", "AP75", "APm", "APl"]}
 
 
 def evaluate_boundary_on_coco(coco_gt, coco_results, *, dilation_ratio=0.02, use_fast_impl=True, img_ids=None,
@@ -57,14 +58,18 @@ class COCOBoundaryEvaluator(COCOEvaluator):
     "mask_score"). Everything else is detectron2's COCOEvaluator.
     """
 
-    def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *, dilation_ratio=0.02, **kwargs):
+    def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *, dilation_ratio=0.02,
+                 score_thresh_test=None, **kwargs):
         """
         Args:
             dilation_ratio: boundary band width as a fraction of the image diagonal (2% in the paper).
+            score_thresh_test: (config key, value) of the model's test score threshold, named in the hint
+                logged when there is no detection at all.
             Others: as :class:`detectron2.evaluation.COCOEvaluator`.
         """
         super().__init__(dataset_name, tasks, distributed, output_dir, **kwargs)
         self._dilation_ratio = dilation_ratio
+        self._score_thresh_test = score_thresh_test
 
     def process(self, inputs, outputs):
         for input, output in zip(inputs, outputs):
@@ -105,6 +110,12 @@ class COCOBoundaryEvaluator(COCOEvaluator):
             self._logger.info("Annotations are not available for evaluation.")
             return
 
+        if not coco_results:
+            key, value = self._score_thresh_test or ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", None)
+            self._logger.warning(
+                f"No detections: none scored above the test score threshold"
+                f"{f' {value}' if value is not None else ''} ({key}), so every AP below is NaN. A model trained "
+                f"briefly scores below it: lower it (e.g. {key} 0.0) to evaluate its detections anyway.")
         mask_results = [{**r, "score": r["mask_score"]} if "mask_score" in r else r for r in coco_results]
         self._logger.info(f"Evaluating predictions with {'unofficial' if self._use_fast_impl else 'official'} "
                           "COCO API...")
@@ -129,11 +140,23 @@ class COCOBoundaryEvaluator(COCOEvaluator):
             )
         self._results["boundary"] = self._derive_boundary_results(coco_eval, self._metadata.get("thing_classes"))
 
+    def _derive_coco_results(self, coco_eval, iou_type, class_names=None):
+        """detectron2's, with plain floats (not np.float64, which NumPy 2 prints as ``np.float64(...)``), and
+        without detections the table of NaN metrics rather than "No predictions from the model!" (the
+        reason is logged once, by _eval_predictions)."""
+        if coco_eval is None:
+            results = {m: float("nan") for m in COCO_METRICS[iou_type]}
+            self._logger.info(f"Evaluation results for {iou_type}: \n" + create_small_table(results))
+            return results
+        results = super()._derive_coco_results(coco_eval, iou_type, class_names=class_names)
+        return {k: float(v) for k, v in results.items()}
+
     def _derive_boundary_results(self, coco_eval, class_names=None):
         """Like COCOEvaluator._derive_coco_results for segm, under the name "boundary"."""
         if coco_eval is None:
-            self._logger.warning("No predictions from the model!")
-            return {m: float("nan") for m in BOUNDARY_METRICS}
+            results = {m: float("nan") for m in BOUNDARY_METRICS}
+            self._logger.info("Evaluation results for boundary: \n" + create_small_table(results))
+            return results
         results = {m: float(coco_eval.stats[i] * 100 if coco_eval.stats[i] >= 0 else "nan")
                    for i, m in enumerate(BOUNDARY_METRICS)}
         self._logger.info("Evaluation results for boundary: \n" + create_small_table(results))

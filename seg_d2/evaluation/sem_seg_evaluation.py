@@ -1,18 +1,36 @@
 """Semantic segmentation evaluation: detectron2's SemSegEvaluator plus per-class Dice and Boundary IoU."""
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import torch
+from tabulate import tabulate
 
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.comm import all_gather, is_main_process
 from detectron2.utils.file_io import PathManager
+from detectron2.utils.logger import create_small_table
 
 from ..data.sem_seg_io import SemSegDataError, read_label_map
 from ..layers import boundary_band
 from .boundary_iou import dilation_pixels
 
 __all__ = ["SemSegBoundaryEvaluator"]
+
+
+class _NoDictLogs:
+    """A logger that drops messages that are dicts (detectron2's SemSegEvaluator logs its raw results
+    dict), passing everything else on."""
+
+    def __init__(self, logger):
+        self._logger = logger
+
+    def info(self, msg, *args, **kwargs):
+        if not isinstance(msg, Mapping):
+            self._logger.info(msg, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._logger, name)
 
 
 class SemSegBoundaryEvaluator(SemSegEvaluator):
@@ -105,7 +123,11 @@ class SemSegBoundaryEvaluator(SemSegEvaluator):
             inter, union = all_gather(self._b_inter), all_gather(self._b_union)
             if is_main_process():
                 self._b_inter, self._b_union = sum(inter), sum(union)
-        results = super().evaluate()
+        logger, self._logger = self._logger, _NoDictLogs(self._logger)  # its raw dict of np.float64: our tables instead
+        try:
+            results = super().evaluate()
+        finally:
+            self._logger = logger
         if results is None:  # not the main process
             return None
         res = results["sem_seg"]
@@ -127,7 +149,20 @@ class SemSegBoundaryEvaluator(SemSegEvaluator):
             res[f"Dice-{name}"] = 100 * dice[i]
         for i, name in enumerate(self._class_names):
             res[f"BoundaryIoU-{name}"] = 100 * biou[i]
+        for key, value in res.items():
+            res[key] = float(value)  # plain numbers: NumPy 2 prints its scalars as np.float64(...)
+        self._log_tables(res)
         if self._output_dir:
             with PathManager.open(os.path.join(self._output_dir, "sem_seg_evaluation.pth"), "wb") as f:
                 torch.save(res, f)
         return results
+
+    def _log_tables(self, res: dict) -> None:
+        summary = {k: res[k] for k in ("mIoU", "fwIoU", "mACC", "pACC", "mDice", "mBoundaryIoU") if k in res}
+        self._logger.info("Evaluation results for sem_seg: \n" + create_small_table(summary))
+        rows = [[name] + [res.get(f"{m}-{name}", float("nan")) for m in ("IoU", "ACC", "Dice", "BoundaryIoU")]
+                for name in self._class_names]
+        table = tabulate(rows, headers=["class", "IoU", "ACC", "Dice", "BoundaryIoU"], tablefmt="pipe",
+                         floatfmt=".3f", numalign="left")
+        self._logger.info("Per-class results for sem_seg (NaN: a class neither in the ground truth nor predicted): \n"
+                          + table)

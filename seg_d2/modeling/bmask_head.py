@@ -1,17 +1,30 @@
-"""Boundary-preserving mask head (BMask R-CNN, Cheng 2020), with optional mask scoring
-(Mask Scoring R-CNN, Huang 2019).
+"""BMask R-CNN's boundary-preserving mask head.
 
-A mask branch and a boundary branch share the RoI features and exchange features both ways:
-mask -> boundary (the boundary branch sees where the object is) and boundary -> mask (the mask
-branch sees where its edges are). Boundary targets come from the ground-truth masks on the fly.
+T. Cheng, X. Wang, L. Huang, W. Liu, "Boundary-preserving Mask R-CNN", ECCV 2020 (arXiv:2007.08921);
+the authors' detectron2 project is hustvl/BMaskR-CNN. The head has two sub-networks that read their
+own RoI features and exchange features both ways (the paper's Fig. 2):
 
-Unlike the paper, the boundary branch starts from the mask features (through a 1x1 conv) instead of
-a second, finer RoI pooler, so the head plugs into detectron2's StandardROIHeads unchanged; and its
-output is added back into the mask features before upsampling, without an extra fusion conv. With
-ROI_MASK_HEAD.NUM_CONV 2 and BMASK.NUM_BOUNDARY_CONV 2 the head has as many 3x3 convs as detectron2's
-stock head (4); the boundary predictor only trains and is skipped at inference.
+- mask sub-network: ``ROI_MASK_HEAD.NUM_CONV`` 3x3 convs on the P x P (14 x 14) mask RoI features;
+- boundary sub-network: its own, finer RoI features (``BOUNDARY_MASK_HEAD.POOLER_RESOLUTION``, 28 x 28,
+  from ``BOUNDARY_MASK_HEAD.IN_FEATURES``, p2), brought to P x P by a stride-2 3x3 conv;
+- mask -> boundary fusion: a 1x1 conv of the mask features is added to the boundary features, then
+  ``BOUNDARY_MASK_HEAD.NUM_CONV`` 3x3 convs;
+- boundary -> mask fusion: a 1x1 conv of the boundary features is added to the mask features, then a
+  3x3 fusion conv;
+- each sub-network ends with a 2x2 stride-2 deconv and a 1x1 predictor: 2P x 2P (28 x 28) mask and
+  boundary logits, one channel per class (or one, class-agnostic).
+
+Losses as in the paper: BCE on masks; BCE + Dice on boundaries, whose targets are the boundaries of
+the ground-truth masks (:func:`~seg_d2.modeling.mask_losses.boundary_targets`, the mask pixels with a
+non-mask 8-neighbour: what the paper's 3x3 Laplacian finds). Dice on masks is not in the paper; it is
+a switch (``BOUNDARY_MASK_HEAD.MASK_DICE_WEIGHT`` > 0). The mask prediction depends on the boundary
+features, so the boundary sub-network runs at inference too; only its deconv and predictor, which
+feed nothing but the boundary loss, are skipped. Optional mask scoring (Mask Scoring R-CNN, Huang
+2019) on the mask RoI features and the predicted masks.
+
+The head needs both RoI features: build it inside :class:`seg_d2.modeling.roi_heads.BoundaryROIHeads`.
 """
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -19,45 +32,42 @@ from torch import nn
 from torch.nn import functional as F
 
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ConvTranspose2d, ShapeSpec, cat, get_norm
-from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, mask_rcnn_inference
+from detectron2.layers import Conv2d, ConvTranspose2d, ShapeSpec, get_norm
+from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY
 from detectron2.structures import Instances
-from detectron2.utils.events import get_event_storage
 
-from .mask_losses import boundary_targets, dice_loss
-from .mask_scoring import MaskIoUHead, mask_iou_inference, mask_scoring_loss
+from .light_boundary_head import conv3x3, shared_head_args
+from .mask_losses import LOSS_TERMS, mask_and_boundary_losses
+from .mask_scoring import mask_head_inference
 
-__all__ = ["BoundaryPreservingMaskHead"]
-
-
-def _conv3x3(in_channels: int, out_channels: int, norm: str) -> Conv2d:
-    return Conv2d(in_channels, out_channels, 3, padding=1, bias=not norm, norm=get_norm(norm, out_channels),
-                  activation=nn.ReLU())
+__all__ = ["BoundaryPreservingHead"]
 
 
 @ROI_MASK_HEAD_REGISTRY.register()
-class BoundaryPreservingMaskHead(nn.Module):
-    """Mask head predicting masks and mask boundaries with two feature-exchanging branches.
+class BoundaryPreservingHead(nn.Module):
+    """BMask R-CNN's boundary-preserving mask head (Cheng et al., ECCV 2020).
 
-    Training returns the losses ``loss_mask``, ``loss_mask_dice``, ``loss_boundary``,
-    ``loss_boundary_dice`` (and ``loss_mask_iou`` with mask scoring); inference adds ``pred_masks``
-    (N, 1, M, M) to the instances, as detectron2's mask heads do, and with mask scoring
-    ``pred_mask_ious`` and ``mask_scores``.
+    ``forward(mask_features, boundary_features, instances)``: in training, returns the losses
+    ``loss_mask`` (BCE), ``loss_boundary`` (BCE), ``loss_boundary_dice`` (and ``loss_mask_dice``
+    when switched on, ``loss_mask_iou`` with mask scoring); in inference, adds ``pred_masks``
+    (N, 1, 2P, 2P) to the instances (and, with mask scoring, ``pred_mask_ious`` and ``mask_scores``).
     """
+
+    scores_own_masks = True  # holds its MaskIoU head (MODEL.MASK_SCORING) itself
 
     @configurable
     def __init__(
         self,
         input_shape: ShapeSpec,
+        boundary_shape: ShapeSpec,
         *,
         num_classes: int,
         conv_dim: int,
         num_mask_conv: int,
         num_boundary_conv: int,
         conv_norm: str = "",
-        mask_resolution: int = 28,
         mask_bce_weight: float = 1.0,
-        mask_dice_weight: float = 1.0,
+        mask_dice_weight: float = 0.0,
         boundary_bce_weight: float = 1.0,
         boundary_dice_weight: float = 1.0,
         mask_iou_head: Optional[nn.Module] = None,
@@ -65,148 +75,100 @@ class BoundaryPreservingMaskHead(nn.Module):
     ):
         """
         Args:
-            input_shape: shape (C, P, P) of the RoI features.
+            input_shape: shape (C, P, P) of the mask RoI features.
+            boundary_shape: shape (C', B, B) of the boundary RoI features, B = P x 2^k (the paper: 28 = 2 x 14).
             num_classes: number of mask channels: 1 for class-agnostic masks, else #classes.
             conv_dim: width of every conv.
-            num_mask_conv, num_boundary_conv: 3x3 convs in the mask and in the boundary branch.
+            num_mask_conv, num_boundary_conv: 3x3 convs of the mask and of the boundary sub-network
+                (the paper: 4 and 2).
             conv_norm: normalization of the convs (see :func:`detectron2.layers.get_norm`).
-            mask_resolution: side M of the predicted masks: P times a power of two (28 or 56 for P=14).
-            mask_bce_weight, mask_dice_weight: weights of the mask BCE and Dice losses.
-            boundary_bce_weight, boundary_dice_weight: weights of the boundary BCE and Dice losses.
+            mask_bce_weight, mask_dice_weight: weights of the mask BCE and Dice losses (paper: 1, 0).
+            boundary_bce_weight, boundary_dice_weight: weights of the boundary BCE and Dice losses (paper: 1, 1).
             mask_iou_head: a :class:`MaskIoUHead` to score the masks, or None.
             mask_iou_weight: weight of the mask IoU regression loss.
         """
         super().__init__()
-        pooler_resolution = input_shape.height
-        num_up = (mask_resolution // pooler_resolution).bit_length() - 1
-        if num_up < 1 or pooler_resolution << num_up != mask_resolution:
+        p, b = input_shape.height, boundary_shape.height
+        num_down = (b // p).bit_length() - 1
+        if b < p or p << num_down != b:
             raise ValueError(
-                f"BoundaryPreservingMaskHead: mask resolution {mask_resolution} must be the RoI pooler "
-                f"resolution {pooler_resolution} times a power of two (≥ 2), e.g. {2 * pooler_resolution}"
+                f"BoundaryPreservingHead: the boundary RoI resolution {b} (MODEL.BOUNDARY_MASK_HEAD.POOLER_RESOLUTION) "
+                f"must be the mask RoI resolution {p} (MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION) times a power "
+                f"of two, e.g. {2 * p}"
             )
-        self.mask_resolution = mask_resolution
-        self.loss_weights = {
-            "loss_mask": mask_bce_weight, "loss_mask_dice": mask_dice_weight,
-            "loss_boundary": boundary_bce_weight, "loss_boundary_dice": boundary_dice_weight,
-            "loss_mask_iou": mask_iou_weight,
-        }
-
+        self.loss_weights = dict(zip(LOSS_TERMS, (mask_bce_weight, mask_dice_weight, boundary_bce_weight,
+                                                  boundary_dice_weight, mask_iou_weight)))
         self.mask_fcns = nn.Sequential(*[
-            _conv3x3(input_shape.channels if k == 0 else conv_dim, conv_dim, conv_norm) for k in range(num_mask_conv)
+            conv3x3(input_shape.channels if k == 0 else conv_dim, conv_dim, conv_norm) for k in range(num_mask_conv)
         ])
         mask_channels = conv_dim if num_mask_conv else input_shape.channels
-        # mask -> boundary (1x1), the boundary convs, boundary -> mask (1x1, added to the mask features).
-        self.mask_to_boundary = Conv2d(mask_channels, conv_dim, 1, activation=nn.ReLU())
-        self.boundary_fcns = nn.Sequential(*[_conv3x3(conv_dim, conv_dim, conv_norm) for _ in range(num_boundary_conv)])
-        self.boundary_to_mask = Conv2d(conv_dim, mask_channels, 1)
-
-        def upsample(channels):
-            layers = []
-            for _ in range(num_up):
-                layers += [ConvTranspose2d(channels, conv_dim, kernel_size=2, stride=2), nn.ReLU()]
-                channels = conv_dim
-            return nn.Sequential(*layers)
-
-        self.mask_upsample = upsample(mask_channels)
+        # B x B -> P x P: stride-2 3x3 convs (the paper: one, 28 -> 14); at B = P one stride-1 3x3 conv.
+        self.boundary_downsample = nn.Sequential(*[
+            conv3x3(boundary_shape.channels if k == 0 else conv_dim, conv_dim, conv_norm, stride=2 if num_down else 1)
+            for k in range(max(num_down, 1))
+        ])
+        self.mask_to_boundary = Conv2d(mask_channels, conv_dim, 1, bias=not conv_norm,
+                                       norm=get_norm(conv_norm, conv_dim), activation=nn.ReLU())
+        self.boundary_fcns = nn.Sequential(*[conv3x3(conv_dim, conv_dim, conv_norm) for _ in range(num_boundary_conv)])
+        self.boundary_to_mask = Conv2d(conv_dim, mask_channels, 1, bias=not conv_norm,
+                                       norm=get_norm(conv_norm, mask_channels), activation=nn.ReLU())
+        self.mask_fusion = conv3x3(mask_channels, conv_dim, conv_norm)
+        self.mask_deconv = ConvTranspose2d(conv_dim, conv_dim, kernel_size=2, stride=2)
         self.mask_predictor = Conv2d(conv_dim, num_classes, 1)
-        self.boundary_upsample = upsample(conv_dim)
+        self.boundary_deconv = ConvTranspose2d(conv_dim, conv_dim, kernel_size=2, stride=2)
         self.boundary_predictor = Conv2d(conv_dim, num_classes, 1)
 
-        for module in [self.mask_fcns, self.boundary_fcns, self.mask_upsample, self.boundary_upsample]:
+        for module in (self.mask_fcns, self.boundary_downsample, self.mask_to_boundary, self.boundary_fcns,
+                       self.boundary_to_mask, self.mask_fusion, self.mask_deconv, self.boundary_deconv):
             for layer in module.modules():
                 if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
                     weight_init.c2_msra_fill(layer)
-        for layer in (self.mask_to_boundary, self.boundary_to_mask):
-            weight_init.c2_xavier_fill(layer)
         for layer in (self.mask_predictor, self.boundary_predictor):
             nn.init.normal_(layer.weight, std=0.001)
             nn.init.constant_(layer.bias, 0)
         self.mask_iou_head = mask_iou_head
 
     @classmethod
-    def from_config(cls, cfg, input_shape):
-        b = cfg.MODEL.BMASK
+    def from_config(cls, cfg, input_shape, boundary_shape=None):
+        if boundary_shape is None:
+            raise ValueError(
+                "MODEL.ROI_MASK_HEAD.NAME 'BoundaryPreservingHead' reads two RoI features (mask and boundary): "
+                "set MODEL.ROI_HEADS.NAME 'BoundaryROIHeads', which pools both"
+            )
+        h = cfg.MODEL.BOUNDARY_MASK_HEAD
         return {
-            "input_shape": input_shape,
-            "num_classes": 1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-            "conv_dim": cfg.MODEL.ROI_MASK_HEAD.CONV_DIM,
-            "num_mask_conv": cfg.MODEL.ROI_MASK_HEAD.NUM_CONV,
-            "num_boundary_conv": b.NUM_BOUNDARY_CONV,
-            "conv_norm": cfg.MODEL.ROI_MASK_HEAD.NORM,
-            "mask_resolution": b.MASK_RESOLUTION,
-            "mask_bce_weight": b.MASK_BCE_WEIGHT,
-            "mask_dice_weight": b.MASK_DICE_WEIGHT,
-            "boundary_bce_weight": b.BOUNDARY_BCE_WEIGHT,
-            "boundary_dice_weight": b.BOUNDARY_DICE_WEIGHT,
-            "mask_iou_head": MaskIoUHead(cfg, input_shape) if cfg.MODEL.MASK_SCORING.ENABLED else None,
-            "mask_iou_weight": cfg.MODEL.MASK_SCORING.LOSS_WEIGHT,
+            **shared_head_args(cfg, input_shape),
+            "boundary_shape": boundary_shape,
+            "num_boundary_conv": h.NUM_CONV,
+            "mask_dice_weight": h.MASK_DICE_WEIGHT,
+            "boundary_bce_weight": h.BOUNDARY_BCE_WEIGHT,
+            "boundary_dice_weight": h.BOUNDARY_DICE_WEIGHT,
         }
 
-    def layers(self, x: torch.Tensor, with_boundary: bool = True):
-        """Returns (mask logits, boundary logits or None), each (N, num_classes, M, M)."""
-        m = self.mask_fcns(x)
-        b = self.boundary_fcns(self.mask_to_boundary(m))
-        m = F.relu(m + self.boundary_to_mask(b))
-        mask_logits = self.mask_predictor(self.mask_upsample(m))
-        # Boundary predictions only train the shared features: skipped at inference.
-        boundary_logits = self.boundary_predictor(self.boundary_upsample(b)) if with_boundary else None
+    def layers(self, mask_features: torch.Tensor, boundary_features: torch.Tensor, with_boundary: bool = True):
+        """Returns (mask logits, boundary logits or None), each (N, num_classes, 2P, 2P)."""
+        m = self.mask_fcns(mask_features)
+        b = self.boundary_downsample(boundary_features)
+        b = self.boundary_fcns(b + self.mask_to_boundary(m))  # mask -> boundary fusion
+        m = self.mask_fusion(m + self.boundary_to_mask(b))  # boundary -> mask fusion
+        mask_logits = self.mask_predictor(F.relu(self.mask_deconv(m)))
+        # The boundary predictions feed only the boundary loss: skipped at inference.
+        boundary_logits = self.boundary_predictor(F.relu(self.boundary_deconv(b))) if with_boundary else None
         return mask_logits, boundary_logits
 
-    def forward(self, x: torch.Tensor, instances: List[Instances]):
+    def forward(self, mask_features: torch.Tensor, boundary_features: torch.Tensor, instances: List[Instances]):
         """
         Args:
-            x: (N, C, P, P) RoI features of all images.
+            mask_features: (N, C, P, P) mask RoI features of all images.
+            boundary_features: (N, C', B, B) boundary RoI features of the same RoIs.
             instances: training: the foreground proposals with ``proposal_boxes``, ``gt_classes`` and
                 ``gt_masks``; inference: the detections with ``pred_classes``.
 
         Returns:
             Training: a dict of losses. Inference: ``instances`` with ``pred_masks`` (and mask scores).
         """
-        mask_logits, boundary_logits = self.layers(x, with_boundary=self.training)
+        mask_logits, boundary_logits = self.layers(mask_features, boundary_features, with_boundary=self.training)
         if self.training:
-            return self.losses(x, mask_logits, boundary_logits, instances)
-        mask_rcnn_inference(mask_logits, instances)
-        if self.mask_iou_head is not None:
-            probs = cat([i.pred_masks for i in instances])
-            mask_iou_inference(self.mask_iou_head(x, probs), instances)
-        return instances
-
-    def losses(self, x, mask_logits, boundary_logits, instances: List[Instances]) -> Dict[str, torch.Tensor]:
-        """BCE + Dice on masks and on boundaries (+ mask IoU regression), each with its weight."""
-        side = mask_logits.size(2)
-        gt_masks, gt_classes = [], []
-        for inst in instances:
-            if len(inst) == 0:
-                continue
-            gt_masks.append(inst.gt_masks.crop_and_resize(inst.proposal_boxes.tensor, side).to(mask_logits.device))
-            gt_classes.append(inst.gt_classes.to(torch.int64))
-        if not gt_masks:  # no foreground RoI in the batch: zero losses that keep the graph connected
-            zero = mask_logits.sum() * 0 + boundary_logits.sum() * 0
-            losses = {k: zero for k in ["loss_mask", "loss_mask_dice", "loss_boundary", "loss_boundary_dice"]}
-            if self.mask_iou_head is not None:
-                losses["loss_mask_iou"] = mask_scoring_loss(self.mask_iou_head, x, mask_logits, instances)
-            return {k: v * self.loss_weights[k] for k, v in losses.items()}
-
-        gt_masks = cat(gt_masks).to(torch.float32)
-        gt_classes = cat(gt_classes)
-        losses = {}
-        if self.mask_iou_head is not None:
-            losses["loss_mask_iou"] = mask_scoring_loss(self.mask_iou_head, x, mask_logits, instances, gt_masks)
-        idx = torch.arange(len(gt_classes), device=mask_logits.device)
-        channel = gt_classes if mask_logits.size(1) > 1 else torch.zeros_like(gt_classes)
-        mask_logits = mask_logits[idx, channel]
-        boundary_logits = boundary_logits[idx, channel]
-        gt_masks = (gt_masks > 0.5).to(torch.float32)
-        gt_boundaries = boundary_targets(gt_masks)
-
-        storage = get_event_storage()
-        storage.put_scalar("mask_rcnn/accuracy", ((mask_logits > 0) == (gt_masks > 0.5)).float().mean().item())
-        storage.put_scalar("bmask/boundary_fraction", gt_boundaries.mean().item())
-
-        losses.update({
-            "loss_mask": F.binary_cross_entropy_with_logits(mask_logits, gt_masks),
-            "loss_mask_dice": dice_loss(mask_logits, gt_masks),
-            "loss_boundary": F.binary_cross_entropy_with_logits(boundary_logits, gt_boundaries),
-            "loss_boundary_dice": dice_loss(boundary_logits, gt_boundaries),
-        })
-        return {k: v * self.loss_weights[k] for k, v in losses.items()}
+            return mask_and_boundary_losses(mask_logits, boundary_logits, instances, self.loss_weights,
+                                            self.mask_iou_head, mask_features)
+        return mask_head_inference(mask_logits, instances, self.mask_iou_head, mask_features)

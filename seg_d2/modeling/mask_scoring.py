@@ -3,8 +3,9 @@ ground truth, so that inference can rank masks by ``class score * predicted mask
 
 That product is each instance's ``mask_scores``, for mask results only: ``scores`` stay the box
 classifier's, so box AP does not change with mask scoring. The head needs only the RoI features and
-the predicted masks, which a mask head has: ``BoundaryPreservingMaskHead`` holds one itself, and
-``MaskScoringROIHeads`` adds one to detectron2's own mask heads.
+the predicted masks, which a mask head has: the boundary heads (``BoundaryPreservingHead``,
+``LightBoundaryMaskHead``) hold one themselves, and ``MaskScoringROIHeads`` adds one to detectron2's
+own mask heads.
 """
 from typing import List, Optional
 
@@ -15,6 +16,7 @@ from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, cat
+from detectron2.modeling.roi_heads.mask_head import mask_rcnn_inference
 from detectron2.structures import BitMasks, Instances, PolygonMasks
 
 
@@ -167,3 +169,14 @@ def mask_iou_inference(pred_ious: torch.Tensor, pred_instances: List[Instances])
     for instances, iou in zip(pred_instances, ious.split([len(i) for i in pred_instances])):
         instances.pred_mask_ious = iou
         instances.mask_scores = instances.scores * iou
+
+
+def mask_head_inference(mask_logits: torch.Tensor, pred_instances: List[Instances],
+                        mask_iou_head: Optional[nn.Module] = None,
+                        features: Optional[torch.Tensor] = None) -> List[Instances]:
+    """detectron2's ``mask_rcnn_inference`` (``pred_masks``), then, with a MaskIoU head reading the
+    mask RoI ``features``, ``pred_mask_ious`` and ``mask_scores`` (:func:`mask_iou_inference`)."""
+    mask_rcnn_inference(mask_logits, pred_instances)
+    if mask_iou_head is not None:
+        mask_iou_inference(mask_iou_head(features, cat([i.pred_masks for i in pred_instances])), pred_instances)
+    return pred_instances

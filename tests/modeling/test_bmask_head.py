@@ -1,206 +1,197 @@
-"""BoundaryPreservingMaskHead (BMask R-CNN): registration, boundary targets, Dice loss, shapes, training."""
+"""BMask R-CNN as published (Cheng et al., ECCV 2020): BoundaryROIHeads pools mask and boundary RoI
+features, BoundaryPreservingHead fuses its two branches both ways; losses, inference, gradients."""
 import pytest
 import torch
 from torch.nn import functional as F
 
 import seg_d2  # noqa: F401
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
-from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, build_mask_head
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
+from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, mask_rcnn_loss
 from detectron2.utils.events import EventStorage
-from seg_d2 import add_seg_d2_config
-from seg_d2.layers import boundary_band
-from seg_d2.modeling import mask_losses
-from seg_d2.modeling.bmask_head import BoundaryPreservingMaskHead
+from seg_d2.modeling.bmask_head import BoundaryPreservingHead
 from seg_d2.modeling.mask_losses import boundary_targets, dice_loss
+from seg_d2.modeling.roi_heads import BoundaryROIHeads
+
+from .test_light_boundary_head import make_cfg as light_cfg
+from .test_light_boundary_head import roi_batch, two_detections
+from .test_mask_scoring import image, tiny_rcnn
+
+MASK, BOUNDARY = ShapeSpec(channels=8, height=14, width=14), ShapeSpec(channels=6, height=28, width=28)
 
 
 def make_cfg(**overrides):
-    cfg = get_cfg()
-    add_seg_d2_config(cfg)
-    cfg.MODEL.ROI_MASK_HEAD.NAME = "BoundaryPreservingMaskHead"
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 16
-    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 2
-    cfg.MODEL.MASK_SCORING.CONV_DIM = 16
-    cfg.MODEL.MASK_SCORING.FC_DIM = 32
-    for key, value in overrides.items():
-        node = cfg
-        *path, last = key.split(".")
-        for p in path:
-            node = getattr(node, p)
-        setattr(node, last, value)
+    cfg = light_cfg(**overrides)
+    cfg.MODEL.ROI_HEADS.NAME = "BoundaryROIHeads"
+    cfg.MODEL.ROI_MASK_HEAD.NAME = "BoundaryPreservingHead"
     return cfg
 
 
-def two_detections():
-    """Inference-time detections on a 32x32 image, as the box head hands them to the mask head."""
-    det = Instances((32, 32))
-    det.pred_boxes = Boxes(torch.tensor([[2.0, 3.0, 20.0, 25.0], [0.0, 0.0, 31.0, 31.0]]))
-    det.pred_classes = torch.tensor([2, 0])
-    det.scores = torch.tensor([0.9, 0.3])
-    return det
+def make_head(boundary=BOUNDARY, **overrides):
+    torch.manual_seed(0)
+    return BoundaryPreservingHead(make_cfg(**overrides), MASK, boundary_shape=boundary)
 
 
-def roi_batch(n_per_image=(3, 2), size=32, seed=0):
-    """Foreground proposals with gt boxes, classes and BitMasks, as StandardROIHeads passes them."""
+def roi_features(n, seed=0):
     g = torch.Generator().manual_seed(seed)
-    out = []
-    for n in n_per_image:
-        inst = Instances((size, size))
-        masks = torch.zeros(n, size, size, dtype=torch.bool)
-        boxes = []
-        for i in range(n):
-            x0, y0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
-            masks[i, y0:y0 + 10, x0:x0 + 12] = True
-            boxes.append([x0 - 1.0, y0 - 2.0, x0 + 13.0, y0 + 11.0])
-        inst.proposal_boxes = Boxes(torch.tensor(boxes))
-        inst.gt_classes = torch.randint(0, 3, (n,), generator=g)
-        inst.gt_masks = BitMasks(masks)
-        out.append(inst)
-    return out
+    return torch.randn(n, 8, 14, 14, generator=g), torch.randn(n, 6, 28, 28, generator=g)
 
 
-def test_import_seg_d2_registers_the_head():
-    assert ROI_MASK_HEAD_REGISTRY.get("BoundaryPreservingMaskHead") is BoundaryPreservingMaskHead
+def test_registered_under_the_authors_names():
+    assert ROI_MASK_HEAD_REGISTRY.get("BoundaryPreservingHead") is BoundaryPreservingHead
+    assert ROI_HEADS_REGISTRY.get("BoundaryROIHeads") is BoundaryROIHeads
 
 
-def test_boundary_targets_of_hand_made_masks():
-    square = torch.zeros(1, 5, 5)
-    square[0, 1:4, 1:4] = 1
-    expected = torch.tensor([[0, 0, 0, 0, 0],
-                             [0, 1, 1, 1, 0],
-                             [0, 1, 0, 1, 0],
-                             [0, 1, 1, 1, 0],
-                             [0, 0, 0, 0, 0]], dtype=torch.float32)
-    assert torch.equal(boundary_targets(square)[0], expected)
+def test_layers_shapes_and_the_paper_losses():
+    head = make_head()
+    # The paper's layout: the 28x28 boundary features are brought to 14x14 by one stride-2 conv.
+    assert len(head.boundary_downsample) == 1 and head.boundary_downsample[0].stride == (2, 2)
+    assert len(head.mask_fcns) == 2 and len(head.boundary_fcns) == 2
+    x, b = roi_features(5)
+    instances = roi_batch()
+    with EventStorage():
+        mask_logits, boundary_logits = head.layers(x, b)
+        losses = head(x, b, instances)
+    assert mask_logits.shape == boundary_logits.shape == (5, 3, 28, 28)
+    # Mask BCE, boundary BCE + Dice; no Dice on masks unless switched on.
+    assert set(losses) == {"loss_mask", "loss_boundary", "loss_boundary_dice"}
+    with EventStorage():
+        # The mask loss is detectron2's Mask R-CNN loss on the same logits.
+        assert losses["loss_mask"].item() == pytest.approx(mask_rcnn_loss(mask_logits, instances).item(), rel=1e-5)
+    gt = torch.cat([i.gt_masks.crop_and_resize(i.proposal_boxes.tensor, 28) for i in instances]).float()
+    classes = torch.cat([i.gt_classes for i in instances])
+    picked = boundary_logits[torch.arange(5), classes]
+    assert losses["loss_boundary"].item() == pytest.approx(
+        F.binary_cross_entropy_with_logits(picked, boundary_targets(gt)).item(), rel=1e-5)
+    assert losses["loss_boundary_dice"].item() == pytest.approx(dice_loss(picked, boundary_targets(gt)).item(), rel=1e-5)
 
-    # A mask cut by the RoI's edge has no boundary along that edge: the crop does not end the object.
-    left = torch.zeros(1, 4, 4)
-    left[0, :, :2] = 1
-    expected = torch.tensor([[0, 1, 0, 0]] * 4, dtype=torch.float32)
-    assert torch.equal(boundary_targets(left)[0], expected)
-
-    # A diagonal neighbour outside the mask makes a boundary pixel too (8-connectivity).
-    corner = torch.ones(1, 3, 3)
-    corner[0, 0, 0] = 0
-    expected = torch.tensor([[0, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=torch.float32)
-    assert torch.equal(boundary_targets(corner)[0], expected)
-
-    assert boundary_targets(torch.ones(2, 6, 6)).sum() == 0
-    assert boundary_targets(torch.zeros(1, 6, 6)).sum() == 0
-    assert boundary_targets(torch.zeros(0, 6, 6)).shape == (0, 6, 6)
-
-
-def test_boundary_targets_are_the_shared_band_inside_the_mask(monkeypatch):
-    # Mask pixels with an 8-neighbour outside the mask (a 3x3 erosion's complement), the RoI edge not
-    # counting: on random masks, as the paper's Laplacian and as seg_d2.layers.boundary_band.
-    masks = torch.rand(6, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.4
-    eroded = -F.max_pool2d(-masks[:, None].float(), 3, stride=1, padding=1)[:, 0]  # outside the RoI: neutral
-    assert torch.equal(boundary_targets(masks), (masks & (eroded < 1)).float())
-
-    calls = []
-
-    def spy(labels, width, **kwargs):
-        calls.append((width, kwargs.get("border_is_boundary")))
-        return boundary_band(labels, width, **kwargs)
-
-    monkeypatch.setattr(mask_losses, "boundary_band", spy)
-    boundary_targets(masks)
-    assert calls == [(1, False)]  # one band, 1 pixel wide, the RoI edge no boundary
+    switched = make_head(**{"MODEL.BOUNDARY_MASK_HEAD.MASK_DICE_WEIGHT": 0.5})
+    with EventStorage():
+        losses = switched(x, b, roi_batch())
+    assert losses["loss_mask_dice"].item() == pytest.approx(0.5 * dice_loss(mask_logits[torch.arange(5), classes],
+                                                                             gt).item(), rel=1e-5)
 
 
-def test_dice_loss_values():
-    target = torch.zeros(1, 4, 4)
-    target[0, :2, :2] = 1  # 4 pixels
-    # Probabilities 0.5 everywhere: |P∩T| = 2, |P| = 8, |T| = 4 -> 1 - (2*2 + 1) / (8 + 4 + 1) = 8/13.
-    assert dice_loss(torch.zeros(1, 4, 4), target).item() == pytest.approx(8 / 13, abs=1e-6)
-    # A (nearly) perfect prediction costs (nearly) 0; the exact opposite (the 12 other pixels):
-    # 1 - (0 + 1) / (12 + 4 + 1) = 16/17.
-    perfect = (target * 2 - 1) * 50
-    assert dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
-    assert dice_loss(-perfect, target).item() == pytest.approx(16 / 17, abs=1e-6)
-    # Empty target, empty prediction: the smoothing term makes it 0, not 0/0.
-    assert dice_loss(torch.full((1, 4, 4), -50.0), torch.zeros(1, 4, 4)).item() == pytest.approx(0.0, abs=1e-6)
-    # Mean over instances.
-    both = dice_loss(torch.stack([torch.zeros(4, 4), perfect[0]]), torch.cat([target, target]))
-    assert both.item() == pytest.approx((8 / 13 + 0) / 2, abs=1e-6)
+def test_both_fusions_carry_gradients_between_the_branches():
+    head = make_head()
+    x, b = roi_features(5)
+    x.requires_grad_(True), b.requires_grad_(True)
+    with EventStorage():
+        losses = head(x, b, roi_batch())
+    # boundary -> mask: the mask loss reaches the boundary branch and its RoI features.
+    grads = torch.autograd.grad(losses["loss_mask"], [b, head.boundary_fcns[0].weight, head.boundary_downsample[0].weight],
+                                retain_graph=True)
+    assert all(g.abs().sum() > 0 for g in grads)
+    # mask -> boundary: the boundary losses reach the mask branch and its RoI features.
+    grads = torch.autograd.grad(losses["loss_boundary"] + losses["loss_boundary_dice"], [x, head.mask_fcns[0].weight])
+    assert all(g.abs().sum() > 0 for g in grads)
 
 
 @pytest.mark.parametrize("agnostic", [False, True])
-@pytest.mark.parametrize("resolution", [28, 56])
-def test_head_trains_and_infers_at_28_and_56(agnostic, resolution):
-    torch.manual_seed(0)
-    cfg = make_cfg(**{"MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": agnostic, "MODEL.BMASK.MASK_RESOLUTION": resolution})
-    head = build_mask_head(cfg, ShapeSpec(channels=8, height=14, width=14))
-    assert isinstance(head, BoundaryPreservingMaskHead)
-    instances = roi_batch()
-    x = torch.randn(5, 8, 14, 14)
-    with EventStorage():
-        losses = head(x, instances)
-    assert set(losses) == {"loss_mask", "loss_mask_dice", "loss_boundary", "loss_boundary_dice"}
-    assert all(torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
-    for module in (head.mask_to_boundary, head.boundary_to_mask, head.boundary_predictor, head.mask_predictor):
-        assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
-
-    head.eval()
-    det = two_detections()
+def test_inference_skips_the_boundary_predictor_only(agnostic):
+    head = make_head(**{"MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": agnostic}).eval()
+    x, b = roi_features(2)
+    calls = []
+    head.boundary_predictor.register_forward_hook(lambda *a: calls.append("predictor"))
+    head.boundary_fcns.register_forward_hook(lambda *a: calls.append("fcns"))
     with torch.no_grad():
-        (out,) = head(torch.randn(2, 8, 14, 14), [det])
-    assert out.pred_masks.shape == (2, 1, resolution, resolution)
-    assert torch.equal(out.scores, torch.tensor([0.9, 0.3]))  # no mask scoring: scores untouched
-    # detectron2's post-processing pastes any mask resolution into the image.
-    pasted = detector_postprocess(out, 64, 64)
-    assert pasted.pred_masks.shape == (2, 64, 64) and pasted.pred_masks.dtype == torch.bool
+        (out,) = head(x, b, [two_detections()])
+    assert calls == ["fcns"]  # the mask prediction needs the boundary features, not the boundary logits
+    assert out.pred_masks.shape == (2, 1, 28, 28)
+    with torch.no_grad():
+        # ... which is why other boundary RoI features give other masks.
+        (other,) = head(x, b + 1, [two_detections()])
+    assert not torch.equal(out.pred_masks, other.pred_masks)
 
 
-def test_resolution_must_be_pooler_times_power_of_two():
-    cfg = make_cfg(**{"MODEL.BMASK.MASK_RESOLUTION": 42})
-    with pytest.raises(ValueError, match="mask resolution 42 must be the RoI pooler resolution 14 times a power"):
-        build_mask_head(cfg, ShapeSpec(channels=8, height=14, width=14))
+def test_boundary_resolution_must_be_the_mask_resolution_times_a_power_of_two():
+    with pytest.raises(ValueError, match="boundary RoI resolution 21 .* mask RoI resolution 14 .* power of two"):
+        make_head(ShapeSpec(channels=6, height=21, width=21))
+    head = make_head(ShapeSpec(channels=6, height=56, width=56))  # two stride-2 convs
+    with torch.no_grad():
+        mask_logits, _ = head.layers(torch.randn(1, 8, 14, 14), torch.randn(1, 6, 56, 56))
+    assert len(head.boundary_downsample) == 2 and mask_logits.shape == (1, 3, 28, 28)
 
 
-def test_no_foreground_roi_gives_zero_losses():
-    # NUM_CONV 0 (detectron2's default): the boundary branch reads the RoI features directly.
-    head = build_mask_head(make_cfg(**{"MODEL.ROI_MASK_HEAD.NUM_CONV": 0}), ShapeSpec(channels=8, height=14, width=14))
-    empty = roi_batch((0,))
+def test_no_foreground_roi_gives_zero_losses_that_reach_every_parameter():
+    head = make_head(**{"MODEL.ROI_MASK_HEAD.NUM_CONV": 0})
     with EventStorage():
-        losses = head(torch.zeros(0, 8, 14, 14), empty)
+        losses = head(torch.zeros(0, 8, 14, 14), torch.zeros(0, 6, 28, 28), roi_batch((0,)))
     assert all(v.item() == 0 for v in losses.values())
-
-
-def test_loss_weights_scale_each_term():
-    torch.manual_seed(0)
-    head = build_mask_head(make_cfg(), ShapeSpec(channels=8, height=14, width=14))
-    torch.manual_seed(0)
-    weighted = build_mask_head(make_cfg(**{"MODEL.BMASK.MASK_DICE_WEIGHT": 0.0,
-                                           "MODEL.BMASK.BOUNDARY_BCE_WEIGHT": 3.0}),
-                               ShapeSpec(channels=8, height=14, width=14))
-    x = torch.randn(5, 8, 14, 14)
-    with EventStorage():
-        a, b = head(x, roi_batch()), weighted(x, roi_batch())
-    assert b["loss_mask_dice"].item() == 0
-    assert b["loss_boundary"].item() == pytest.approx(3 * a["loss_boundary"].item(), rel=1e-5)
-    assert b["loss_mask"].item() == pytest.approx(a["loss_mask"].item(), rel=1e-5)
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in head.parameters())  # DistributedDataParallel needs them all
 
 
 def test_head_fits_masks_and_boundaries():
-    """Eighty steps on fixed RoIs: both the mask and the boundary losses go down."""
-    torch.manual_seed(0)
-    head = build_mask_head(make_cfg(), ShapeSpec(channels=8, height=14, width=14))
+    """Sixty steps on fixed RoIs: both the mask and the boundary losses go down."""
+    head = make_head()
+    x, b = roi_features(5)
     instances = roi_batch()
-    x = torch.randn(5, 8, 14, 14)
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)
     history = []
     with EventStorage():
-        for _ in range(80):
-            losses = head(x, instances)
+        for _ in range(60):
+            losses = head(x, b, instances)
             history.append({k: v.item() for k, v in losses.items()})
             opt.zero_grad()
             sum(losses.values()).backward()
             opt.step()
-    for key in ("loss_mask", "loss_mask_dice", "loss_boundary", "loss_boundary_dice"):
+    for key in ("loss_mask", "loss_boundary", "loss_boundary_dice"):
         assert history[-1][key] < 0.5 * history[0][key], key
+
+
+# The whole model: a tiny R-18-FPN BMask R-CNN on 64x64 images.
+
+def test_boundary_roi_heads_pool_twice_and_gradients_reach_both_branches_and_the_shared_features():
+    model = tiny_rcnn("bmask", False)
+    roi_heads = model.roi_heads
+    assert roi_heads.boundary_in_features == ["p2"] and roi_heads.mask_in_features == ["p2", "p3", "p4", "p5"]
+    seen = {}
+
+    def spy(module, args):
+        seen["mask"], seen["boundary"] = args[0].shape, args[1].shape
+
+    roi_heads.mask_head.register_forward_pre_hook(spy)
+    features = {}
+    model.backbone.register_forward_hook(lambda m, i, out: features.update(out))
+    with EventStorage():
+        losses = model([image(2), image(1, seed=1)])
+    n = seen["mask"][0]
+    assert n > 0
+    assert seen["mask"] == (n, 16, 14, 14)  # FPN channels, ROI_MASK_HEAD.POOLER_RESOLUTION
+    assert seen["boundary"] == (n, 16, 28, 28)  # BOUNDARY_MASK_HEAD.POOLER_RESOLUTION, from p2
+    assert {"loss_mask", "loss_boundary", "loss_boundary_dice"} <= set(losses)
+
+    head = roi_heads.mask_head
+    mask_branch = [head.mask_fcns[0].weight, head.mask_predictor.weight]
+    boundary_branch = [head.boundary_downsample[0].weight, head.boundary_fcns[0].weight]
+    for name in ("loss_mask", "loss_boundary"):
+        grads = torch.autograd.grad(losses[name], mask_branch + boundary_branch + [features["p2"]], retain_graph=True,
+                                    allow_unused=True)
+        reached = [g is not None and g.abs().sum() > 0 for g in grads]
+        if name == "loss_mask":
+            assert all(reached), reached
+        else:  # the boundary loss trains everything but the mask predictor
+            assert reached == [True, False, True, True, True], reached
+    # The boundary pooler reads p2 only; the finest level carries gradients from the boundary loss
+    # even where the mask pooler would have assigned the RoIs to coarser levels.
+    (p2_grad,) = torch.autograd.grad(losses["loss_boundary"], [features["p2"]])
+    assert p2_grad.abs().sum() > 0
+
+
+def test_boundary_preserving_head_needs_boundary_roi_heads_and_the_other_way_round():
+    with pytest.raises(ValueError, match="reads two RoI features.*BoundaryROIHeads"):
+        tiny_rcnn("bmask", False, "MODEL.ROI_HEADS.NAME", "StandardROIHeads")
+    with pytest.raises(ValueError, match="BoundaryROIHeads.*got 'MaskRCNNConvUpsampleHead'"):
+        tiny_rcnn("bmask", False, "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead")
+    boxes_only = tiny_rcnn("bmask", False, "MODEL.MASK_ON", False)
+    assert not boxes_only.roi_heads.mask_on
+
+
+def test_model_infers_masks():
+    model = tiny_rcnn("bmask", False).eval()
+    inputs = [{k: v for k, v in image(0, seed=2).items() if k != "instances"}]
+    with torch.no_grad():
+        (out,) = model(inputs)
+    inst = out["instances"]
+    assert len(inst) > 0 and inst.pred_masks.shape == (len(inst), 64, 64) and inst.pred_masks.dtype == torch.bool

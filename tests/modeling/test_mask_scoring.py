@@ -1,5 +1,6 @@
-"""Mask scoring (Mask Scoring R-CNN): IoU targets, loss, mask scores from the BMask head and from
-MaskScoringROIHeads on detectron2's stock mask head; box scores never change."""
+"""Mask scoring (Mask Scoring R-CNN): IoU targets, loss, mask scores from the boundary heads (BMask R-CNN's
+BoundaryPreservingHead, the light head) and from MaskScoringROIHeads on detectron2's stock mask head;
+box scores never change."""
 import pytest
 import torch
 from torch import nn
@@ -11,10 +12,11 @@ from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, buil
 from detectron2.structures import BitMasks, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 from seg_d2 import add_seg_d2_config
+from seg_d2.modeling.bmask_head import BoundaryPreservingHead
 from seg_d2.modeling.mask_scoring import full_mask_areas, mask_iou_inference, mask_iou_loss, mask_iou_targets
 from tests.conftest import REPO
 
-from .test_bmask_head import make_cfg, roi_batch, two_detections
+from .test_light_boundary_head import make_cfg, roi_batch, two_detections
 
 
 def test_mask_iou_target_hand_computed():
@@ -64,12 +66,24 @@ def test_mask_scores_are_scores_times_the_predicted_class_iou_and_scores_stay():
     assert torch.equal(a.scores, torch.tensor([0.9, 0.5])) and torch.equal(b.scores, torch.tensor([0.8]))
 
 
-def test_bmask_head_with_mask_scoring():
+def boundary_head(kind, **overrides):
+    """A boundary head with 8-channel 14x14 mask RoI features, and a call on n RoIs (random features)."""
     torch.manual_seed(0)
-    head = build_mask_head(make_cfg(**{"MODEL.MASK_SCORING.ENABLED": True}), ShapeSpec(channels=8, height=14, width=14))
+    cfg = make_cfg(**overrides)
+    shape = ShapeSpec(channels=8, height=14, width=14)
+    if kind == "light":
+        head = build_mask_head(cfg, shape)
+        return head, lambda n, instances: head(torch.randn(n, 8, 14, 14), instances)
+    head = BoundaryPreservingHead(cfg, shape, boundary_shape=ShapeSpec(channels=4, height=28, width=28))
+    return head, lambda n, instances: head(torch.randn(n, 8, 14, 14), torch.randn(n, 4, 28, 28), instances)
+
+
+@pytest.mark.parametrize("kind", ["bmask", "light"])
+def test_boundary_head_with_mask_scoring(kind):
+    head, call = boundary_head(kind, **{"MODEL.MASK_SCORING.ENABLED": True})
     assert head.mask_iou_head is not None
     with EventStorage():
-        losses = head(torch.randn(5, 8, 14, 14), roi_batch())
+        losses = call(5, roi_batch())
     assert "loss_mask_iou" in losses and torch.isfinite(losses["loss_mask_iou"])
     losses["loss_mask_iou"].backward()
     # The IoU loss trains the MaskIoU head only: the predicted mask enters it detached.
@@ -77,28 +91,29 @@ def test_bmask_head_with_mask_scoring():
     assert head.mask_predictor.weight.grad is None or head.mask_predictor.weight.grad.abs().sum() == 0
 
     head.eval()
-    det = two_detections()
     with torch.no_grad():
-        (out,) = head(torch.randn(2, 8, 14, 14), [det])
+        (out,) = call(2, [two_detections()])
     assert out.pred_masks.shape == (2, 1, 28, 28)
     assert torch.equal(out.scores, torch.tensor([0.9, 0.3]))
     assert torch.allclose(out.mask_scores, torch.tensor([0.9, 0.3]) * out.pred_mask_ious)
 
 
-def test_bmask_head_without_foreground_rois_still_trains_every_mask_iou_parameter():
+@pytest.mark.parametrize("kind", ["bmask", "light"])
+def test_boundary_head_without_foreground_rois_still_trains_every_mask_iou_parameter(kind):
     # One DDP process may sample no foreground RoI: its MaskIoU head parameters need (zero) gradients.
-    head = build_mask_head(make_cfg(**{"MODEL.MASK_SCORING.ENABLED": True}), ShapeSpec(channels=8, height=14, width=14))
+    head, call = boundary_head(kind, **{"MODEL.MASK_SCORING.ENABLED": True})
     with EventStorage():
-        losses = head(torch.zeros(0, 8, 14, 14), roi_batch((0, 0)))
+        losses = call(0, roi_batch((0, 0)))
     assert losses["loss_mask_iou"].item() == 0
     sum(losses.values()).backward()
     for name, p in head.mask_iou_head.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() == 0, name
 
 
-# A tiny R-18-FPN Mask R-CNN on 64x64 images, with the BMask head or detectron2's stock head.
+# A tiny R-18-FPN Mask R-CNN on 64x64 images, with BMask R-CNN's head, the light head or detectron2's stock head.
 HEADS = {
-    "bmask": ["MODEL.ROI_MASK_HEAD.NAME", "BoundaryPreservingMaskHead", "MODEL.ROI_MASK_HEAD.NUM_CONV", 2],
+    "bmask": ["MODEL.ROI_HEADS.NAME", "BoundaryROIHeads", "MODEL.ROI_MASK_HEAD.NAME", "BoundaryPreservingHead"],
+    "light": ["MODEL.ROI_MASK_HEAD.NAME", "LightBoundaryMaskHead", "MODEL.ROI_MASK_HEAD.NUM_CONV", 2],
     "stock": ["MODEL.ROI_HEADS.NAME", "MaskScoringROIHeads"],
 }
 
@@ -134,7 +149,7 @@ def image(n_objects, seed=0):
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_model_trains_the_mask_iou_head_with_and_without_foreground(head):
     model = tiny_rcnn(head, True)
-    mask_iou_head = model.roi_heads.mask_head.mask_iou_head if head == "bmask" else model.roi_heads.mask_iou_head
+    mask_iou_head = model.roi_heads.mask_iou_head if head == "stock" else model.roi_heads.mask_head.mask_iou_head
     assert mask_iou_head is not None
     with EventStorage():
         losses = model([image(2), image(1, seed=1)])

@@ -62,7 +62,7 @@ def test_unet_cityscapes_config(datasets_root, tmp_path):
 
 
 def test_mask_rcnn_variant_cityscapes_config(datasets_root, tmp_path):
-    final, log = instant_run(CONFIGS / "Cityscapes-InstanceSegmentation" / "mask_rcnn_bmask_R_50_FPN_bs8_24k.yaml",
+    final, log = instant_run(CONFIGS / "Cityscapes-InstanceSegmentation" / "mask_rcnn_light_boundary_R_50_FPN_bs8_24k.yaml",
                              datasets_root, tmp_path, *RCNN_INSTANT)
     for key in SEGM_KEYS:
         assert key in final and 0 <= final[key] <= 100, key

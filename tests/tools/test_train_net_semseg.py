@@ -43,6 +43,12 @@ def test_instant_train_and_evaluate(family, tmp_path):
         assert key in final and math.isfinite(final[key]), key
         assert 0.0 <= final[key] <= 100.0, key
     assert (tmp_path / "inference" / "seg_d2_shapes_sem_seg_val" / "sem_seg_predictions.json").is_file()
+    # TEST.VIS_NUM_IMAGES (default 8) prediction | ground truth | error map images, and the per-class table
+    inference = tmp_path / "inference" / "seg_d2_shapes_sem_seg_val"
+    assert len(list((inference / "vis").glob("*.png"))) == 8
+    with open(inference / "per_class_metrics.csv") as f:
+        header, *rows = [line.strip().split(",") for line in f]
+    assert header == ["class", "IoU", "ACC", "Dice", "BoundaryIoU"] and len(rows) == 5
     assert (tmp_path / "model_final.pth").is_file()
 
 

@@ -1,0 +1,83 @@
+"""Evaluation leaves images to look at (prediction | ground truth | error map) and a per-class CSV."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import seg_d2  # noqa: F401  (registers the shapes datasets)
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import Boxes, Instances
+
+from seg_d2.data.sem_seg_io import read_label_map
+from seg_d2.evaluation.visualization import EvaluatorsWithPerClassTable, PredictionVisualizer, error_map
+
+
+def test_semantic_panels_and_error_map(tmp_path):
+    name = "seg_d2_shapes_sem_seg_val"
+    dicts = DatasetCatalog.get(name)[:3]
+    num_classes = len(MetadataCatalog.get(name).stuff_classes)
+    vis = PredictionVisualizer(name, str(tmp_path), num_images=2)
+    vis.reset()
+    for d in dicts:
+        gt = torch.from_numpy(read_label_map(d["sem_seg_file_name"]).astype(np.int64))
+        pred = gt.clone()
+        pred[:10] = 1  # a band of wrong pixels (where the ground truth is not class 1)
+        logits = torch.nn.functional.one_hot(pred.clamp(max=num_classes - 1), num_classes).permute(2, 0, 1).float()
+        vis.process([{"file_name": d["file_name"]}], [{"sem_seg": logits}])
+    assert vis.evaluate() == {}
+    written = sorted(p.name for p in (tmp_path / "vis").iterdir())
+    assert len(written) == 2  # num_images
+    image = np.asarray(Image.open(dicts[0]["file_name"]).convert("RGB"))
+    panel = np.asarray(Image.open(tmp_path / "vis" / written[0]).convert("RGB"))
+    h, w = image.shape[:2]
+    assert panel.shape[0] >= h and panel.shape[1] >= 3 * w  # prediction | ground truth | error map
+    assert np.abs(panel[:h, :w].astype(int) - image).mean() > 5  # the overlay is drawn on the image
+    gt = read_label_map(dicts[0]["sem_seg_file_name"])
+    err = error_map(image, np.where(np.arange(h)[:, None] < 10, 1, gt), gt, 255)
+    wrong = (np.arange(h)[:, None] < 10) & (gt != 1)
+    assert (err[wrong] == [255, 0, 0]).all() and not (err[~wrong] == [255, 0, 0]).all(axis=-1).any()
+
+
+def test_instance_panels(tmp_path):
+    name = "seg_d2_shapes_val"
+    d = DatasetCatalog.get(name)[0]
+    inst = Instances((d["height"], d["width"]))
+    inst.pred_boxes = Boxes(torch.tensor([[5.0, 5.0, 60.0, 60.0]]))
+    inst.scores = torch.tensor([0.9])
+    inst.pred_classes = torch.tensor([0])
+    vis = PredictionVisualizer(name, str(tmp_path), num_images=8)
+    vis.process([{"file_name": d["file_name"]}], [{"instances": inst}])
+    (out,) = (tmp_path / "vis").iterdir()
+    panel = np.asarray(Image.open(out).convert("RGB"))
+    assert panel.shape[1] >= 2 * d["width"]  # prediction | ground truth
+
+
+class _Fixed(DatasetEvaluator):
+    def __init__(self, results):
+        self.results = results
+
+    def reset(self):
+        pass
+
+    def process(self, inputs, outputs):
+        pass
+
+    def evaluate(self):
+        return self.results
+
+
+def test_per_class_csv(tmp_path):
+    results = {"sem_seg": {"mIoU": 50.0, "IoU-car": 40.0, "IoU-road": 60.0, "ACC-car": 70.0, "ACC-road": np.nan}}
+    out = EvaluatorsWithPerClassTable([_Fixed(results)], str(tmp_path)).evaluate()
+    assert out["sem_seg"]["mIoU"] == 50.0
+    with open(tmp_path / "per_class_metrics.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["class", "IoU", "ACC"]
+    assert rows[1] == ["car", "40.0000", "70.0000"] and rows[2][:2] == ["road", "60.0000"]
+    coco = {"bbox": {"AP": 1.0, "AP-a": 2.0}, "segm": {"AP": 3.0, "AP-a": 4.0}}
+    EvaluatorsWithPerClassTable([_Fixed(coco)], str(tmp_path)).evaluate()
+    with open(tmp_path / "per_class_metrics.csv") as f:
+        assert list(csv.reader(f)) == [["class", "bbox AP", "segm AP"], ["a", "2.0000", "4.0000"]]

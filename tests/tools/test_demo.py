@@ -1,0 +1,177 @@
+"""tools/demo.py on the shapes data, with checkpoints trained a few iterations by tools/train_net.py."""
+import importlib.util
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, run_tool
+
+DEMO = REPO / "tools" / "demo.py"
+TRAIN_NET = REPO / "tools" / "train_net.py"
+SEM_CONFIG = REPO / "configs" / "Shapes-SemanticSegmentation" / "unet_classic_c16_scratch_bs8_600it.yaml"
+INS_CONFIG = REPO / "configs" / "Shapes-InstanceSegmentation" / "bmask_rcnn_R_18_FPN_scratch_bs4_600it.yaml"
+# A few iterations, no evaluation: just a checkpoint of the recipe.
+INSTANT = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(128,)", "DATALOADER.NUM_WORKERS", "0",
+           "SOLVER.WARMUP_ITERS", "1", "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "(2,)",
+           "SOLVER.CHECKPOINT_PERIOD", "1000", "TEST.EVAL_PERIOD", "0", "DATASETS.TEST", "()", "MODEL.WEIGHTS", ""]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _train(config, out_dir):
+    res = run_tool([TRAIN_NET, "--config-file", config, *INSTANT, "OUTPUT_DIR", out_dir])
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert (out_dir / "model_final.pth").is_file() and (out_dir / "config.yaml").is_file()
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def sem_run(tmp_path_factory):
+    return _train(SEM_CONFIG, tmp_path_factory.mktemp("sem_run"))
+
+
+@pytest.fixture(scope="module")
+def ins_run(tmp_path_factory):
+    return _train(INS_CONFIG, tmp_path_factory.mktemp("ins_run"))
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """tools/demo.py as a module, to run its main() in this process (cheaper than a subprocess)."""
+    spec = importlib.util.spec_from_file_location("seg_d2_tools_demo", DEMO)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def val_images():
+    import seg_d2  # noqa: F401  (generates the shapes data on first use)
+    from detectron2.data import DatasetCatalog
+
+    return [d["file_name"] for d in DatasetCatalog.get("seg_d2_shapes_val")[:3]]
+
+
+def _rgb(path):
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, path
+    return img[:, :, ::-1].astype(np.int16)
+
+
+def _changed(a, b):
+    return np.abs(a - b).max(axis=2) > 8
+
+
+def test_semantic_overlays_cli(sem_run, val_images, tmp_path):
+    """Files, a glob and a directory; overlays with a legend and confidence maps; s/img printed."""
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    shutil.copy(val_images[1], in_dir / "b.png")
+    out = tmp_path / "out"
+    res = run_tool([DEMO, "--config-file", sem_run / "config.yaml", "--input", val_images[0],
+                    str(in_dir / "*.png"), str(in_dir), "--output", out, "--confidence-map",
+                    "--opts", "MODEL.WEIGHTS", sem_run / "model_final.pth"])
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert "s/img" in res.stdout
+    records = json.loads((out / "predictions.json").read_text())["predictions"]
+    assert [r["input"] for r in records] == [val_images[0], str(in_dir / "b.png")]  # duplicates dropped
+    for rec in records:
+        src, vis = _rgb(rec["input"]), _rgb(rec["output"])
+        h, w = src.shape[:2]
+        assert vis.shape[0] == h and vis.shape[1] > w + 40  # the legend on the right
+        # every pixel is predicted, so the overlay recolours (nearly) all of the image
+        assert _changed(vis[:, :w], src).mean() > 0.9
+        assert sum(rec["pixels"].values()) == h * w
+        with open(rec["confidence_map"], "rb") as f:
+            assert f.read(8) == PNG_MAGIC
+        conf = _rgb(rec["confidence_map"])
+        assert conf.shape[0] == h and conf.shape[1] == w + 64
+
+
+def test_instance_overlays(demo, ins_run, val_images, tmp_path):
+    """Masks, boxes, names and scores drawn where the model found instances; nothing without any."""
+
+    def run(threshold, out):
+        args = demo.get_parser().parse_args([
+            "--config-file", str(INS_CONFIG), "--input", val_images[0], "--output", str(tmp_path / out),
+            "--confidence-threshold", threshold, "--opts", "MODEL.WEIGHTS", str(ins_run / "model_final.pth"),
+        ])
+        (rec,) = demo.main(args)
+        return rec, _rgb(rec["output"])
+
+    src = _rgb(val_images[0])
+    rec, vis = run("0", "all")  # a barely trained model: a threshold of 0 keeps every detection
+    assert vis.shape == src.shape
+    assert rec["instances"]
+    assert {i["name"] for i in rec["instances"]} <= {"circle", "square", "triangle", "star"}
+    inside = np.zeros(src.shape[:2], bool)
+    for inst in rec["instances"]:
+        x0, y0, x1, y1 = (int(round(v)) for v in inst["box"])
+        inside[max(y0, 0): y1 + 1, max(x0, 0): x1 + 1] = True
+    assert _changed(vis, src)[inside].mean() > 0.05
+    rec, vis = run("1.0", "none")  # no score reaches 1: no prediction, the image unchanged
+    assert rec["instances"] == []
+    assert _changed(vis, src).mean() < 0.001
+
+
+def test_video(demo, sem_run, val_images, tmp_path):
+    src = cv2.imread(val_images[0])
+    h, w = src.shape[:2]
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (w, h))
+    for k in range(4):
+        writer.write(np.roll(src, 4 * k, axis=1))
+    writer.release()
+    out = tmp_path / "out"
+    args = demo.get_parser().parse_args([
+        "--config-file", str(sem_run / "config.yaml"), "--video-input", str(video), "--output", str(out),
+        "--opts", "MODEL.WEIGHTS", str(sem_run / "model_final.pth"),
+    ])
+    (rec,) = demo.main(args)
+    assert rec["frames"] == 4
+    cap = cv2.VideoCapture(rec["output"])
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    assert len(frames) == 4
+    assert frames[0].shape[0] == h and frames[0].shape[1] > w  # legend of all classes
+
+
+def test_bad_inputs_name_the_file(demo, sem_run, ins_run, val_images, tmp_path):
+    from seg_d2.utils.predictor import SetupError
+
+    weights = ["--opts", "MODEL.WEIGHTS", str(sem_run / "model_final.pth")]
+    config = ["--config-file", str(sem_run / "config.yaml")]
+    out = ["--output", str(tmp_path / "out")]
+
+    def error(*argv):
+        with pytest.raises(SetupError) as e:
+            demo.main(demo.get_parser().parse_args([*config, *out, *argv]))
+        return str(e.value)
+
+    missing = str(tmp_path / "nope.png")
+    assert missing in error("--input", missing, *weights)
+    assert "nothing*.png" in error("--input", str(tmp_path / "nothing*.png"), *weights)
+    bad_video = tmp_path / "broken.mp4"
+    bad_video.write_bytes(b"not a video")
+    msg = error("--video-input", str(bad_video), *weights)
+    assert str(bad_video) in msg and "Cannot read video" in msg
+    assert "Video file not found" in error("--video-input", str(tmp_path / "none.mp4"), *weights)
+    # the saved config trained from scratch: MODEL.WEIGHTS is empty
+    msg = error("--input", val_images[0])
+    assert "MODEL.WEIGHTS is empty" in msg and str(sem_run / "config.yaml") in msg
+    missing_weights = str(tmp_path / "model_missing.pth")
+    assert f"Weights file not found: {missing_weights}" in error(
+        "--input", val_images[0], "--opts", "MODEL.WEIGHTS", missing_weights)
+    msg = error("--input", val_images[0], "--opts", "MODEL.WEIGHTS", str(ins_run / "model_final.pth"))
+    assert "does not fit the model" in msg and str(ins_run / "model_final.pth") in msg
+    # from the command line: exit status 2 and the message, no traceback
+    res = run_tool([DEMO, *config, *out, "--input", missing, *weights])
+    assert res.returncode == 2 and f"Input image not found: {missing}" in res.stderr
+    assert "Traceback" not in res.stderr
