@@ -50,6 +50,8 @@ def add_seg_d2_config(cfg):
     from detectron2.projects.deeplab import add_deeplab_config
 
     add_deeplab_config(cfg)  # INPUT.CROP.SINGLE_CATEGORY_MAX_AREA, SOLVER.POLY_LR_POWER (WarmupPolyLR)
+    # Optimizer of tools/train_net.py (seg_d2.solver.build_optimizer): "SGD" (detectron2's) or "ADAM".
+    cfg.SOLVER.OPTIMIZER = "SGD"
     _add_sem_seg_config(cfg)
 
     # BMask R-CNN's boundary-preserving mask head (Cheng et al., ECCV 2020): MODEL.ROI_HEADS.NAME

@@ -5,7 +5,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 cd "$SEG_D2_ROOT"
-CONFIG="${SEG_D2_QUICKSTART_CONFIG:-configs/Shapes-SemanticSegmentation/unet_R_50_scratch_bs4_200it.yaml}"
+CONFIG="${SEG_D2_QUICKSTART_CONFIG:-configs/Shapes-SemanticSegmentation/unet_classic_c16_d3_scratch_adam_bs4_160it.yaml}"
 echo "[quickstart] training $CONFIG on the generated shapes dataset"
 python -W ignore::FutureWarning tools/train_net.py --config-file "$CONFIG" "$@"
 

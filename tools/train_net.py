@@ -32,6 +32,7 @@ from seg_d2.data import (
     register_datasets_from_config, set_num_classes_from_data,
 )
 from seg_d2.evaluation import build_evaluator_with_visualization
+from seg_d2.solver import build_optimizer
 from seg_d2.modeling.roi_heads import check_mask_scoring_config
 
 
@@ -56,6 +57,11 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        # SOLVER.OPTIMIZER: detectron2's SGD, or Adam (the shapes quick-start recipe)
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):

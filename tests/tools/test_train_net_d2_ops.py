@@ -67,7 +67,9 @@ def test_dconv_mask_rcnn_from_model_zoo(tmp_path):
 
 
 def test_rotated_faster_rcnn(tmp_path):
-    train(ROTATED, tmp_path, "SOLVER.MAX_ITER", "10")
+    # an untrained model's many rotated proposals make NMS and rotated-box evaluation the slow part
+    train(ROTATED, tmp_path, "SOLVER.MAX_ITER", "10", "MODEL.RPN.PRE_NMS_TOPK_TEST", "200",
+          "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "TEST.DETECTIONS_PER_IMAGE", "20")
     metrics = read_metrics(tmp_path)
     assert_finite_losses(metrics, ["total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"])
     final = metrics[-1]
