@@ -2,7 +2,8 @@
 """seg_d2: semantic and instance segmentation models for Detectron2.
 
 detectron2 itself is not on any package registry: provision it with ``tools/install_detectron2.py``
-(or bring your own compiled build) before or after installing seg_d2.
+(or bring your own compiled build) after installing seg_d2, whose ``seg_d2_ops`` package is the
+pure-PyTorch ``detectron2._C`` of that build.
 """
 import os
 import shutil
@@ -32,7 +33,7 @@ setup(
     name="seg_d2",
     version="0.1.0",
     description="U-Net, FCN and boundary-preserving Mask R-CNN for Detectron2",
-    packages=find_packages(include=["seg_d2", "seg_d2.*"]),
+    packages=find_packages(include=["seg_d2", "seg_d2.*", "seg_d2_ops"]),
     cmdclass={"build_py": BuildPyWithConfigs},
     python_requires=">=3.10",
     install_requires=[

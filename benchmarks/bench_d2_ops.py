@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time detectron2._C's pure-PyTorch ops against their torchvision counterparts, in one run.
+"""Time seg_d2_ops (detectron2._C's pure-PyTorch ops, from source) against torchvision, in one run.
 
 Each rotated op is run at angle 0, where torchvision's axis-aligned op computes the same thing,
 so the ratio is the price of the rotated (general) code path. Deformable convolution compares
@@ -16,11 +16,8 @@ from pathlib import Path
 import torch
 from torchvision.ops import box_iou, deform_conv2d, nms, roi_align
 
-try:
-    from detectron2 import _C
-except ImportError:  # not provisioned yet: use the overlay in this checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "detectron2_overlay"))
-    import _C  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the ops from this checkout's source
+import seg_d2_ops as _C  # noqa: E402  (what detectron2._C re-exports)
 
 
 def timeit(fn, device, repeat):

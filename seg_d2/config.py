@@ -16,18 +16,24 @@ def get_cfg():
 
 def apply_cpu_fallback(cfg):
     """Set ``MODEL.DEVICE`` from "cuda[:N]" to "cpu" when no GPU is visible, unless
-    ``SEG_D2.CPU_FALLBACK`` is False; returns ``cfg`` (changed in place, even if frozen).
-    tools/train_net.py calls it after merging the config file and options; call it again after
-    setting ``MODEL.DEVICE`` yourself."""
+    ``SEG_D2.CPU_FALLBACK`` is False; off the GPU, every ``MODEL.*.NORM`` "SyncBN"/"nnSyncBN" (torch's
+    SyncBatchNorm needs CUDA in several processes) becomes "BN" in one process and detectron2's
+    "naiveSyncBN" (all_reduce over GLOO, the same global statistics) in several. Returns ``cfg`` (changed
+    in place, even if frozen). tools/train_net.py calls it after merging the config file and options, in
+    each process; call it again after setting ``MODEL.DEVICE`` yourself."""
     import torch
 
+    from .modeling.norm import resolve_cfg_norms
+
+    frozen = cfg.is_frozen()
+    cfg.defrost()
     enabled = cfg.get("SEG_D2", CN()).get("CPU_FALLBACK", True)
     if enabled and str(cfg.MODEL.DEVICE).startswith("cuda") and not torch.cuda.is_available():
-        frozen = cfg.is_frozen()
-        cfg.defrost()
         cfg.MODEL.DEVICE = "cpu"
-        if frozen:
-            cfg.freeze()
+    if not str(cfg.MODEL.DEVICE).startswith("cuda"):
+        resolve_cfg_norms(cfg.MODEL, cfg.MODEL.DEVICE)
+    if frozen:
+        cfg.freeze()
     return cfg
 
 
@@ -36,12 +42,21 @@ def add_seg_d2_config(cfg):
     cfg.SEG_D2 = CN()
     # Switch MODEL.DEVICE from "cuda" to "cpu" when no GPU is visible, instead of failing.
     cfg.SEG_D2.CPU_FALLBACK = True
+    cfg.SEG_D2.CHECKPOINT = CN()
+    # Load checkpoints/weights that need full pickle (it can run code from the file): only for trusted files.
+    cfg.SEG_D2.CHECKPOINT.ALLOW_PICKLE = False
+    cfg.SEG_D2.SOLVER = CN()
+    # Batches whose loss is NaN/Inf skipped (no optimizer step) before training stops; 0 = stop at the first.
+    cfg.SEG_D2.SOLVER.MAX_NONFINITE_SKIPS = 0
     # Images of each evaluation drawn as prediction | ground truth (| error map) to OUTPUT_DIR/inference/<dataset>/vis; 0 = none.
     cfg.TEST.VIS_NUM_IMAGES = 8
+    cfg.TEST.BOUNDARY_AP_WORKERS = 2  # processes computing mask boundaries for Boundary AP (as the official api); 0 or 1: in-process
     # Datasets registered before training by seg_d2.data.register_datasets_from_config (tools/train_net.py's
     # --coco-dataset, --sem-seg-folder and --dataset-module flags append here). Paths are relative to the cwd.
     cfg.SEG_D2.DATASETS = CN()
     cfg.SEG_D2.DATASETS.COCO = []  # [[name, json_file, image_root], ...]: COCO instances json (evaluator "coco")
+    # COCO json checking: "strict" (any problem is an error) or "lenient" (bad annotations dropped, one warning).
+    cfg.SEG_D2.DATASETS.COCO_VALIDATION = "strict"
     # [[name, image_dir, label_dir, classes(, ignore_label)], ...]: classes "a,b,c" or a .txt/.json file of names
     cfg.SEG_D2.DATASETS.SEM_SEG_FOLDER = []
     cfg.SEG_D2.DATASETS.MODULES = []  # Python files (or module names) whose import registers datasets
@@ -134,7 +149,7 @@ def _add_sem_seg_config(cfg):
     # Features returned, "enc1" (stride 1) .. "enc{DEPTH}".
     cfg.MODEL.UNET.OUT_FEATURES = ["enc1", "enc2", "enc3", "enc4", "enc5"]
 
-    # Dataset mapper of the train/test loaders: "" = detectron2's DatasetMapper, "sem_seg" = seg_d2's.
+    # Dataset mapper of the train/test loaders: "" = detectron2's DatasetMapper (seg_d2's image reader), "sem_seg".
     cfg.INPUT.DATASET_MAPPER_NAME = ""
     # Colour jitter of the semantic mapper (brightness/contrast/saturation factor ranges).
     cfg.INPUT.COLOR_JITTER = CN({"ENABLED": False})
@@ -148,6 +163,14 @@ def _add_sem_seg_config(cfg):
     cfg.TEST.SLIDING_WINDOW.SIZE = [512, 1024]  # window (height, width)
     cfg.TEST.SLIDING_WINDOW.OVERLAP = 0.25  # overlap of neighbouring windows, fraction of the window
     cfg.TEST.SLIDING_WINDOW.BLENDING = "gaussian"  # "gaussian" or "uniform" weights
+    cfg.TEST.SLIDING_WINDOW.BATCH_SIZE = 1  # windows stacked into one forward pass (same result)
+    # Inference options of SegD2SemanticSegmentor (semantic models only: an error for other models).
+    cfg.TEST.CHANNELS_LAST = False  # backbone, head and inputs in torch.channels_last memory format
+    cfg.TEST.AMP = CN({"ENABLED": False})  # autocast of backbone + head in inference
+    cfg.TEST.AMP.DTYPE = "float16"  # "float16" or "bfloat16" on CUDA; on CPU always bfloat16
+    cfg.TEST.COMPILE = CN({"ENABLED": False})  # torch.compile of backbone + head in inference
+    cfg.TEST.COMPILE.BACKEND = "inductor"  # torch.compile backend (inductor on CPU needs a C++ compiler)
+    cfg.TEST.COMPILE.MODE = "default"  # torch.compile mode: "default", "reduce-overhead", "max-autotune"
     # Test-time augmentation of semantic models (SegD2SemanticSegmentor), averaging probabilities.
     cfg.TEST.SEM_SEG_TTA = CN({"ENABLED": False})
     cfg.TEST.SEM_SEG_TTA.FLIP = True  # also the horizontally flipped image

@@ -9,6 +9,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DETECTRON2_DATASETS", str(REPO / "datasets"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # tools/test.sh runs one pytest-xdist worker per core: one thread each (and in the tools they start),
+    # since two workers of two threads on two cores stall on each other's descheduled threads.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def run_tool(args, cwd=None, env=None, timeout=900):
     """Run ``python <args>`` from the repo root with seg_d2 importable; return CompletedProcess."""

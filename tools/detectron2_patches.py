@@ -136,43 +136,40 @@ PATCHES = [
     ),
     Patch(
         "deform_conv_on_cpu",
-        "deformable conv refused CPU tensors; the pure-PyTorch _C runs it on any device",
+        "deformable conv refused CPU tensors; with seg_d2's _C, DeformConv and ModulatedDeformConv "
+        "call torchvision's deform_conv2d and its autograd, on every device",
+        [(
+            "layers/deform_conv.py",
+            "deform_conv = _DeformConv.apply\nmodulated_deform_conv = _ModulatedDeformConv.apply\n",
+            "deform_conv = _DeformConv.apply\nmodulated_deform_conv = _ModulatedDeformConv.apply\n"
+            "if getattr(_C, \"PURE_PYTORCH\", False):  # seg_d2's _C: torchvision's op, any device\n"
+            "    deform_conv = _C.deform_conv\n"
+            "    modulated_deform_conv = _C.modulated_deform_conv\n",
+        )],
+    ),
+    Patch(
+        "roi_align_cpu_fast_path",
+        "ROIAlign on CPU tensors runs seg_d2's _C.roi_align (torchvision's CPU kernel is scalar and "
+        "single-threaded); CUDA tensors, scripting and tracing keep torchvision's op",
         [
             (
-                "layers/deform_conv.py",
-                "        if not input.is_cuda:\n            if deformable_groups != 1:",
-                "        if not input.is_cuda and not _PURE_PYTORCH_C:\n            if deformable_groups != 1:",
-            ),
-            (
-                "layers/deform_conv.py",
-                "        if not grad_output.is_cuda:\n"
-                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")\n"
-                "        else:",
-                "        if not grad_output.is_cuda and not _PURE_PYTORCH_C:\n"
-                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")\n"
-                "        else:",
-            ),
-            (
-                "layers/deform_conv.py",
-                "        if not input.is_cuda:\n"
-                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")",
-                "        if not input.is_cuda and not _PURE_PYTORCH_C:\n"
-                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")",
-            ),
-            (
-                "layers/deform_conv.py",
-                "        if not grad_output.is_cuda:\n"
-                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")\n"
-                "        input, offset, mask, weight, bias = ctx.saved_tensors",
-                "        if not grad_output.is_cuda and not _PURE_PYTORCH_C:\n"
-                "            raise NotImplementedError(\"Deformable Conv is not supported on CPUs!\")\n"
-                "        input, offset, mask, weight, bias = ctx.saved_tensors",
-            ),
-            (
-                "layers/deform_conv.py",
-                "from detectron2 import _C\n",
+                "layers/roi_align.py",
+                "from torchvision.ops import roi_align\n",
+                "from torchvision.ops import roi_align\n\n"
+                "import torch\n"
                 "from detectron2 import _C\n\n"
-                "_PURE_PYTORCH_C = getattr(_C, \"PURE_PYTORCH\", False)  # its ops run on CPU tensors too\n",
+                "# seg_d2's _C: same results as torchvision's roi_align, faster on CPU (None: torchvision's)\n"
+                "_CPU_ROI_ALIGN = getattr(_C, \"roi_align\", None)\n",
+            ),
+            (
+                "layers/roi_align.py",
+                "            input = input.dequantize()\n        return roi_align(\n",
+                "            input = input.dequantize()\n"
+                "        if not torch.jit.is_scripting():\n"
+                "            if _CPU_ROI_ALIGN is not None and input.device.type == \"cpu\":\n"
+                "                return _CPU_ROI_ALIGN(input, rois.to(dtype=input.dtype), self.output_size,\n"
+                "                                      self.spatial_scale, self.sampling_ratio, self.aligned)\n"
+                "        return roi_align(\n",
             ),
         ],
     ),

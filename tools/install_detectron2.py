@@ -5,10 +5,16 @@ No package registry has a detectron2 wheel. The registry's ``pb1-detectron2==0.6
 v0.6's Python code without its C++ sources, so it cannot build as-is. This tool:
 
 1. leaves a working compiled detectron2 (a user's own build of v0.6 or main) alone, and says so;
-2. otherwise fetches the ``pb1-detectron2==0.6`` sdist with pip, applies the small named fixes
+2. otherwise fetches the ``pb1-detectron2==0.6`` sdist with pip (or takes ``--sdist``), refuses it
+   unless its sha256 is the pinned ``SDIST_SHA256``, applies the small named fixes
    in ``detectron2_patches.py`` (Pillow >= 10, setuptools >= 81, NumPy 2, Python 3.11, torch 2.x,
-   CPU-only launch), adds the pure-PyTorch ``detectron2._C`` from ``detectron2_overlay/``, and
+   CPU-only launch), adds ``detectron2/_C`` from ``detectron2_overlay/`` (a shim onto seg_d2's
+   pure-PyTorch ``seg_d2_ops`` package, which must be installed first: ``pip install -e .``), and
    builds and installs a wheel named ``detectron2`` (version ``0.6.post1+segd2``).
+
+The wheel does not copy the ops: the shim imports ``seg_d2_ops`` from wherever seg_d2 is
+installed (an editable install: this checkout), so editing an op needs no rebuild; only a change
+of the patches, the shim or this tool does (the recipe hash below).
 
 It is idempotent: a second run finds the same build installed and does nothing.
 
@@ -29,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detectron2_patches import PatchError, apply_patches  # noqa: E402
 
 SDIST_SPEC = "pb1-detectron2==0.6"
+# sha256 of the registry's pb1-detectron2-0.6.tar.gz: any other file (tampered, truncated, rebuilt) is refused.
+SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 VERSION = "0.6.post1+segd2"
 OVERLAY_DIR = Path(__file__).resolve().parent / "detectron2_overlay"
 BUILD_INFO = "_segd2_build.json"  # written into the installed package; records the recipe hash
@@ -55,7 +63,8 @@ def log(msg: str) -> None:
 
 
 def recipe_hash() -> str:
-    """Hash of everything that defines our build: the patches and the overlay files."""
+    """Hash of everything that defines our build: the patches, this tool and the _C shim (the ops in
+    seg_d2_ops are imported from seg_d2's installation, not built in)."""
     h = hashlib.sha256(VERSION.encode())
     for p in [Path(__file__).resolve().parent / "detectron2_patches.py", Path(__file__).resolve()]:
         h.update(p.read_bytes())
@@ -90,6 +99,32 @@ def probe_installed() -> dict:
     if build.is_file():
         info["build"] = json.loads(build.read_text())
     return info
+
+
+def check_sdist(sdist: Path) -> None:
+    """Refuse an sdist whose sha256 is not ``SDIST_SHA256`` (before anything is unpacked or installed)."""
+    if not sdist.is_file():
+        raise ProvisionError(f"--sdist {sdist}: no such file")
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    if digest != SDIST_SHA256:
+        raise ProvisionError(
+            f"{sdist} is not the {SDIST_SPEC} source distribution seg_d2 was built for: its sha256 is {digest}, "
+            f"expected {SDIST_SHA256}. Nothing was installed. Download it again (pip download --no-deps "
+            f"--no-binary :all: {SDIST_SPEC}) and check where it comes from."
+        )
+
+
+def check_ops_importable() -> None:
+    """The shim imports ``seg_d2_ops``: refuse to build a detectron2 that could not import its _C."""
+    res = subprocess.run([sys.executable, "-c", "import seg_d2_ops"], capture_output=True, text=True,
+                         cwd=tempfile.gettempdir())
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["not importable"])[-1]
+        raise ProvisionError(
+            f"seg_d2's ops package seg_d2_ops is not importable by {sys.executable} ({last}); detectron2._C "
+            f"is a shim onto it. Install seg_d2 first: {sys.executable} -m pip install -e "
+            f"{Path(__file__).resolve().parents[1]}"
+        )
 
 
 def fetch_sdist(dest: Path) -> Path:
@@ -144,7 +179,7 @@ def build_and_install(sdist: Path, work: Path, rhash: str) -> None:
         log(f"  - {name}: {summary}")
     c_dir = pkg / "_C"
     shutil.copytree(OVERLAY_DIR / "_C", c_dir, ignore=shutil.ignore_patterns("__pycache__"))
-    log("added detectron2/_C: pure-PyTorch stand-in for the C++ extension")
+    log("added detectron2/_C: a shim onto seg_d2_ops, seg_d2's pure-PyTorch ops")
     (pkg / BUILD_INFO).write_text(json.dumps({"version": VERSION, "recipe": rhash, "sdist": SDIST_SPEC}))
 
     build_root = work / "build_root"
@@ -179,6 +214,13 @@ def main(argv=None) -> int:
     parser.add_argument("--sdist", type=Path, help="use this pb1-detectron2-0.6.tar.gz instead of fetching it")
     args = parser.parse_args(argv)
 
+    if args.sdist:  # a wrong file is refused even when nothing would be rebuilt
+        try:
+            check_sdist(args.sdist)
+        except ProvisionError as e:
+            log(f"error: {e}")
+            return 2
+
     try:
         import torch  # noqa: F401  (the sdist's setup.py and detectron2 itself need it)
     except ImportError:
@@ -202,11 +244,11 @@ def main(argv=None) -> int:
             f"{info.get('build', {}).get('recipe', 'unknown')} -> {rhash})")
 
     try:
+        check_ops_importable()
         with tempfile.TemporaryDirectory(prefix="segd2_d2build_") as tmp:
             work = Path(tmp)
             sdist = args.sdist if args.sdist else fetch_sdist(work / "sdist")
-            if not sdist.is_file():
-                raise ProvisionError(f"--sdist {sdist}: no such file")
+            check_sdist(sdist)
             build_and_install(sdist, work, rhash)
     except (ProvisionError, PatchError) as e:
         log(f"error: {e}")

@@ -5,8 +5,10 @@ Modelled on detectron2's tools/lazyconfig_train_net.py: the config's ``model``, 
 ``lr_multiplier`` and ``dataloader.{train,test,evaluator}`` are instantiated, and ``train`` (see
 configs/common/train.py) holds the rest. seg_d2 adds: ``import seg_d2`` (models and datasets),
 ``train.device`` falling back to CPU without a GPU, ``train.clip_gradients`` (the yaml configs'
-SOLVER.CLIP_GRADIENTS), and, for configs without ``dataloader.evaluator``, the evaluator named by the
-test dataset's ``evaluator_type`` (as tools/train_net.py).
+SOLVER.CLIP_GRADIENTS), seg_d2's atomic, safely loaded checkpoints and non-finite loss guard (seg_d2.engine;
+``train.allow_pickle`` and ``train.max_nonfinite_skips`` as the yaml configs' SEG_D2.CHECKPOINT.ALLOW_PICKLE
+and SEG_D2.SOLVER.MAX_NONFINITE_SKIPS), and, for configs without ``dataloader.evaluator``, the evaluator
+named by the test dataset's ``evaluator_type`` (as tools/train_net.py).
 
 Examples:
     python tools/lazyconfig_train_net.py \
@@ -20,11 +22,9 @@ import sys
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
-    SimpleTrainer,
     default_argument_parser,
     default_setup,
     default_writers,
@@ -37,6 +37,7 @@ from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
+from seg_d2.engine import GuardedTrainer, SegD2Checkpointer
 
 logger = logging.getLogger("detectron2")
 
@@ -86,8 +87,11 @@ def do_train(args, cfg):
     amp = cfg.train.amp.enabled and str(cfg.train.device).startswith("cuda")
     if cfg.train.amp.enabled and not amp:
         logger.warning("train.amp.enabled needs CUDA: training in full precision on " + str(cfg.train.device))
-    trainer = (AMPTrainer if amp else SimpleTrainer)(model, train_loader, optim)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    # as tools/train_net.py: a loss guard naming the non-finite term, atomic and safely loaded checkpoints
+    trainer = AMPTrainer(model, train_loader, optim) if amp else GuardedTrainer(
+        model, train_loader, optim, max_nonfinite_skips=cfg.train.get("max_nonfinite_skips", 0))
+    checkpointer = SegD2Checkpointer(model, cfg.train.output_dir, trainer=trainer,
+                                     allow_pickle=cfg.train.get("allow_pickle", False))
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -128,7 +132,7 @@ def main(args):
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
         model = create_ddp_model(model)
-        DetectionCheckpointer(model).load(weights)
+        SegD2Checkpointer(model, allow_pickle=cfg.train.get("allow_pickle", False)).load(weights)
         return do_test(cfg, model)
     return do_train(args, cfg)
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The test suite, from a fresh machine: set up the environment (tools/setup_env.sh), then run pytest.
+# The test suite, from a fresh machine: set up the environment (tools/setup_env.sh), then run pytest with one
+# pytest-xdist worker per CPU core (SEG_D2_TEST_WORKERS overrides; 0 = in this process). A test file's tests
+# stay on one worker (--dist loadfile), so its module-scoped fixtures (trained models, runs) are built once.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 cd "$SEG_D2_ROOT"
 set +e
-python -m pytest "$@"
+python -m pytest -n "${SEG_D2_TEST_WORKERS:-auto}" --dist loadfile "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

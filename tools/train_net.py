@@ -15,13 +15,15 @@ Your own data, no Python needed (see README, "Use your own data"):
 --config-file takes a file, or one of seg_d2's configs by its path under configs/ from any folder.
 """
 import logging
+import weakref
 
 # seg_d2 before detectron2: its import silences the torch.jit deprecation warnings of detectron2's and fvcore's imports
 import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import AMPTrainer, DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 from detectron2.projects.deeplab import build_lr_scheduler
@@ -31,17 +33,84 @@ from seg_d2.data import (
     add_dataset_arguments, build_test_loader, build_train_loader, check_model_and_data, merge_dataset_arguments,
     register_datasets_from_config, set_num_classes_from_data,
 )
+from seg_d2.engine import GuardedTrainer, ResumableDataStream, SegD2Checkpointer, get_rng_state, set_rng_state
 from seg_d2.evaluation import build_evaluator_with_visualization
 from seg_d2.solver import build_optimizer
-from seg_d2.modeling.roi_heads import check_mask_scoring_config
+from seg_d2.modeling import check_model_config
 
 
 class Trainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with evaluators picked by each dataset's ``evaluator_type``."""
+    """detectron2's DefaultTrainer with evaluators picked by each dataset's ``evaluator_type``, and made to
+    survive: atomic, safely loaded checkpoints with a fallback on resume (``SegD2Checkpointer``), a loss
+    guard naming the non-finite term (``GuardedTrainer``), and an exact ``--resume``: the checkpoints hold
+    the RNG states and the data stream's seed, and the stream continues after the finished iterations."""
+
+    def __init__(self, cfg):  # DefaultTrainer.__init__, with seg_d2's checkpointer and training step
+        TrainerBase.__init__(self)
+        logger = logging.getLogger("detectron2")
+        if not logger.isEnabledFor(logging.INFO):  # setup_logger is not called for d2
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        self.data_stream = ResumableDataStream(data_loader)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        if cfg.SOLVER.AMP.ENABLED:  # its GradScaler skips the steps of non-finite gradients itself
+            self._trainer = AMPTrainer(model, data_loader, optimizer)
+        else:
+            self._trainer = GuardedTrainer(model, data_loader, optimizer,
+                                           max_nonfinite_skips=cfg.SEG_D2.SOLVER.MAX_NONFINITE_SKIPS,
+                                           last_checkpoint=self._last_checkpoint)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = SegD2Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
+                                              allow_pickle=cfg.SEG_D2.CHECKPOINT.ALLOW_PICKLE)
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self._resumed_rng, self._resumed_data = None, {}
+        self.register_hooks(self.build_hooks())
+
+    def _last_checkpoint(self) -> str:
+        return self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else ""
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        if self.start_iter > 0:  # resumed: the data stream continues after the batches of iterations 0..iter
+            self.data_stream.resume(self._resumed_data, num_batches=self.start_iter)
+            self._trainer._data_loader_iter = None  # its workers (if any) hold the old sampler
+            self._trainer._data_loader_iter = iter(self._trainer.data_loader)
+
+    def train(self):
+        if self._resumed_rng is not None:
+            if comm.get_world_size() == 1:
+                set_rng_state(self._resumed_rng)
+            else:  # only process 0's states are saved (the checkpoint is written there)
+                logging.getLogger("seg_d2").info("Resumed RNG states: process 0 continues its own, the others "
+                                                 "restart from their seed")
+                if comm.is_main_process():
+                    set_rng_state(self._resumed_rng)
+        return super().train()
+
+    def state_dict(self):
+        ret = super().state_dict()
+        # detectron2 v0.6's DefaultTrainer leaves the optimizer out of its checkpoints (a resumed run restarts
+        # SGD momentum / Adam moments, and trains its first iteration at the base LR)
+        ret["_trainer"] = self._trainer.state_dict()
+        ret["rng"] = get_rng_state()
+        ret["data_stream"] = self.data_stream.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        self._resumed_rng = state_dict.get("rng")
+        self._resumed_data = state_dict.get("data_stream", {})
 
     @classmethod
     def build_model(cls, cfg):
-        check_mask_scoring_config(cfg)  # detectron2's own ROI heads would ignore MODEL.MASK_SCORING silently
+        check_model_config(cfg)  # e.g. MODEL.MASK_SCORING with detectron2's ROI heads would be ignored silently
         return super().build_model(cfg)
 
     @classmethod
@@ -98,9 +167,8 @@ def main(args):
     check_model_and_data(cfg, cfg.DATASETS.TEST if args.eval_only else None)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        SegD2Checkpointer(model, save_dir=cfg.OUTPUT_DIR, allow_pickle=cfg.SEG_D2.CHECKPOINT.ALLOW_PICKLE
+                          ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

@@ -4,8 +4,10 @@ from .checks import (  # noqa: F401  (NUM_CLASSES vs stuff_classes / thing_class
     set_num_classes_from_data,
 )
 from .build import build_test_loader, build_train_loader  # noqa: F401  (mapper chosen by INPUT.DATASET_MAPPER_NAME)
+from .image_io import DataFileError, read_image  # noqa: F401  (one image reader, errors naming the file)
 from .sem_seg_io import SemSegDataError  # noqa: F401
 from .sem_seg_mapper import SemSegDatasetMapper  # noqa: F401
+from .instance_mapper import InstanceDatasetMapper  # noqa: F401  (detectron2's DatasetMapper, seg_d2's image reader)
 from .rotated_mapper import RotatedDatasetMapper  # noqa: F401  (rotated-box datasets)
 from .user_datasets import (  # noqa: F401  (--coco-dataset, --sem-seg-folder, --dataset-module; SEG_D2.DATASETS)
     add_dataset_arguments, merge_dataset_arguments, register_datasets_from_config,

@@ -6,6 +6,7 @@ from detectron2.data import (
 )
 
 from .checks import check_model_and_data
+from .instance_mapper import InstanceDatasetMapper
 from .rotated_mapper import RotatedDatasetMapper, uses_rotated_boxes
 from .sem_seg_mapper import SemSegDatasetMapper
 
@@ -13,8 +14,8 @@ __all__ = ["DATASET_MAPPERS", "build_mapper", "build_train_loader", "build_test_
 
 # INPUT.DATASET_MAPPER_NAME -> mapper class taking (cfg, is_train)
 DATASET_MAPPERS = {
-    "": DatasetMapper,  # detectron2's, for instance datasets (and the default)
-    "default": DatasetMapper,
+    "": InstanceDatasetMapper,  # detectron2's, with seg_d2's image reader: instance datasets (and the default)
+    "default": InstanceDatasetMapper,
     "sem_seg": SemSegDatasetMapper,
     "rotated": RotatedDatasetMapper,  # rotated boxes (XYWHA), picked by default for "rotated_coco" datasets
 }

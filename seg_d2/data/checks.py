@@ -12,14 +12,14 @@ training; an unregistered dataset name gives a KeyError listing every other name
 - NUM_CLASSES 0 means "from the data": :func:`set_num_classes_from_data` sets it.
 """
 import difflib
-import functools
-import json
 import logging
 import os
 from typing import Iterable, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, RetinaNet, SemanticSegmentor
+
+from .datasets.coco_instances import COCOFormatError, json_categories
 
 __all__ = ["check_sem_seg_model_and_data", "check_instance_model_and_data", "check_model_and_data",
            "check_datasets_registered", "dataset_ignore_label", "dataset_thing_classes", "instance_num_classes_key",
@@ -150,27 +150,20 @@ def _set_key(cfg, key: str, value) -> None:
     node[last] = value
 
 
-@functools.lru_cache(maxsize=32)
-def _json_categories(json_file: str, mtime: float) -> List[str]:
-    with open(json_file) as f:
-        cats = json.load(f).get("categories", [])
-    return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
-
-
 def dataset_thing_classes(name: str) -> Optional[List[str]]:
     """A dataset's ``thing_classes`` metadata, or for a COCO-json dataset not loaded yet (its metadata has
-    ``json_file``) its categories' names sorted by id, as detectron2's ``load_coco_json`` sets them;
-    None if neither is known."""
+    ``json_file``, or ``source_json_file`` for a lenient one) its categories' names sorted by id, as
+    detectron2's ``load_coco_json`` sets them; None if neither is known."""
     meta = MetadataCatalog.get(name)
     classes = meta.get("thing_classes", None)
     if classes is not None:
         return list(classes)
-    json_file = meta.get("json_file", None)
+    json_file = meta.get("json_file", None) or meta.get("source_json_file", None)
     if json_file and os.path.isfile(json_file):
         try:
-            return _json_categories(json_file, os.path.getmtime(json_file))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None  # an invalid json: loading it reports the problem (COCOFormatError)
+            return json_categories(json_file)  # parsed once per process, shared with loading
+        except COCOFormatError:
+            return None  # an invalid json: loading it reports the problem
     return None
 
 

@@ -8,9 +8,11 @@ from typing import Sequence
 
 import numpy as np
 
-from detectron2.data import DatasetMapper, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
+
+from .instance_mapper import InstanceDatasetMapper
 
 __all__ = ["RotatedDatasetMapper", "uses_rotated_boxes"]
 
@@ -32,8 +34,8 @@ def uses_rotated_boxes(dataset_names: Sequence[str]) -> bool:
     return any(rotated.values())
 
 
-class RotatedDatasetMapper(DatasetMapper):
-    """``DatasetMapper`` for rotated boxes: ``instances`` get ``gt_boxes`` (RotatedBoxes) and ``gt_classes``."""
+class RotatedDatasetMapper(InstanceDatasetMapper):
+    """``InstanceDatasetMapper`` for rotated boxes: ``instances`` get ``gt_boxes`` (RotatedBoxes) and ``gt_classes``."""
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):

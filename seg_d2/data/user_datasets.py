@@ -3,8 +3,9 @@
 ``tools/train_net.py`` registers, before training, the datasets named by
 
 - ``--coco-dataset NAME JSON IMAGE_ROOT`` (config: ``SEG_D2.DATASETS.COCO``, a list of
-  ``[name, json_file, image_root]``): a COCO instances json, checked (schema, ids, masks, image files)
-  and registered with ``evaluator_type`` "coco"; its categories give ``thing_classes``;
+  ``[name, json_file, image_root]``): a COCO instances json, checked (schema, ids, masks, image files;
+  ``SEG_D2.DATASETS.COCO_VALIDATION`` "strict" or "lenient") and registered with ``evaluator_type``
+  "coco"; its categories give ``thing_classes``;
 - ``--sem-seg-folder NAME IMAGE_DIR LABEL_DIR CLASSES`` (``SEG_D2.DATASETS.SEM_SEG_FOLDER``, a list of
   ``[name, image_dir, label_dir, classes]`` or ``[..., ignore_label]``): images and label maps paired
   by file stem (:func:`~seg_d2.data.datasets.register_sem_seg_folder`), ignore label 255 unless given;
@@ -26,7 +27,7 @@ from typing import Dict, List, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .datasets.coco_instances import register_coco_dataset, validate_coco_json
+from .datasets.coco_instances import VALIDATION_MODES, register_coco_dataset, validate_coco_json
 from .datasets.sem_seg_folder import register_sem_seg_folder
 from .sem_seg_io import SemSegDataError
 
@@ -152,9 +153,10 @@ def _entries(cfg_list, key: str, lengths: Sequence[int]) -> List[list]:
     return out
 
 
-def _register_coco(name: str, json_file: str, image_root: str) -> None:
-    dataset = validate_coco_json(json_file, image_root)  # COCOFormatError now, naming the file, not at iteration 0
-    register_coco_dataset(name, json_file, image_root)
+def _register_coco(name: str, json_file: str, image_root: str, validation: str) -> None:
+    # COCOFormatError now, naming the file, not at iteration 0; parsed once, reused on loading
+    dataset = validate_coco_json(json_file, image_root, validation=validation)
+    register_coco_dataset(name, json_file, image_root, validation=validation)
     # what detectron2's load_coco_json sets on loading; known now for the class-count checks
     cat_ids = sorted(c["id"] for c in dataset["categories"])
     names = {c["id"]: c["name"] for c in dataset["categories"]}
@@ -180,9 +182,12 @@ def register_datasets_from_config(cfg) -> List[str]:
     """
     datasets = cfg.SEG_D2.DATASETS
     names = []
+    validation = datasets.get("COCO_VALIDATION", "strict")
+    if validation not in VALIDATION_MODES:
+        raise ValueError(f"SEG_D2.DATASETS.COCO_VALIDATION {validation!r}: choose one of {VALIDATION_MODES}")
     for name, json_file, image_root in _entries(datasets.COCO, "SEG_D2.DATASETS.COCO", (3,)):
-        source = ("--coco-dataset / SEG_D2.DATASETS.COCO", json_file, image_root)
-        _register_once(name, source, lambda: _register_coco(name, json_file, image_root))
+        source = ("--coco-dataset / SEG_D2.DATASETS.COCO", json_file, image_root, validation)
+        _register_once(name, source, lambda: _register_coco(name, json_file, image_root, validation))
         names.append(name)
     for entry in _entries(datasets.SEM_SEG_FOLDER, "SEG_D2.DATASETS.SEM_SEG_FOLDER", (4, 5)):
         name, image_dir, label_dir, classes = entry[:4]

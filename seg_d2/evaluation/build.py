@@ -16,7 +16,8 @@ def _coco(cfg, name, output_folder):
     retinanet = cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
     key = "MODEL.RETINANET.SCORE_THRESH_TEST" if retinanet else "MODEL.ROI_HEADS.SCORE_THRESH_TEST"
     value = cfg.MODEL.RETINANET.SCORE_THRESH_TEST if retinanet else cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
-    return COCOBoundaryEvaluator(name, tasks=tasks, output_dir=output_folder, score_thresh_test=(key, value))
+    return COCOBoundaryEvaluator(name, tasks=tasks, output_dir=output_folder, score_thresh_test=(key, value),
+                                 boundary_ap_workers=cfg.TEST.BOUNDARY_AP_WORKERS)
 
 
 def _sem_seg(cfg, name, output_folder):

@@ -22,8 +22,10 @@ COCO_METRICS = {"bbox": BOUNDARY_METRICS, "segm": BOUNDARY_METRICS, "keypoints":
 
 
 def evaluate_boundary_on_coco(coco_gt, coco_results, *, dilation_ratio=0.02, use_fast_impl=True, img_ids=None,
-                              max_dets_per_image=None):
+                              max_dets_per_image=None, workers=0):
     """Boundary AP of COCO-format mask results, set up as detectron2 sets up mask AP.
+
+    ``workers`` processes compute the masks' boundaries (0 or 1: this process).
 
     Returns:
         The evaluated, accumulated and summarized COCOeval.
@@ -40,6 +42,7 @@ def evaluate_boundary_on_coco(coco_gt, coco_results, *, dilation_ratio=0.02, use
     cls = boundary_cocoeval_class(use_fast_impl, custom_max_dets=max_dets_per_image[2] != 100)
     coco_eval = cls(coco_gt, coco_dt, "segm")
     coco_eval.dilation_ratio = dilation_ratio
+    coco_eval.workers = workers
     coco_eval.params.maxDets = max_dets_per_image
     if img_ids is not None:
         coco_eval.params.imgIds = img_ids
@@ -59,10 +62,11 @@ class COCOBoundaryEvaluator(COCOEvaluator):
     """
 
     def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *, dilation_ratio=0.02,
-                 score_thresh_test=None, **kwargs):
+                 score_thresh_test=None, boundary_ap_workers=0, **kwargs):
         """
         Args:
             dilation_ratio: boundary band width as a fraction of the image diagonal (2% in the paper).
+            boundary_ap_workers: processes computing the masks' boundaries for Boundary AP (0 or 1: this one).
             score_thresh_test: (config key, value) of the model's test score threshold, named in the hint
                 logged when there is no detection at all.
             Others: as :class:`detectron2.evaluation.COCOEvaluator`.
@@ -70,6 +74,7 @@ class COCOBoundaryEvaluator(COCOEvaluator):
         super().__init__(dataset_name, tasks, distributed, output_dir, **kwargs)
         self._dilation_ratio = dilation_ratio
         self._score_thresh_test = score_thresh_test
+        self._boundary_ap_workers = boundary_ap_workers
 
     def process(self, inputs, outputs):
         for input, output in zip(inputs, outputs):
@@ -137,6 +142,7 @@ class COCOBoundaryEvaluator(COCOEvaluator):
             coco_eval = evaluate_boundary_on_coco(
                 self._coco_api, mask_results, dilation_ratio=self._dilation_ratio,
                 use_fast_impl=self._use_fast_impl, img_ids=img_ids, max_dets_per_image=self._max_dets_per_image,
+                workers=self._boundary_ap_workers,
             )
         self._results["boundary"] = self._derive_boundary_results(coco_eval, self._metadata.get("thing_classes"))
 

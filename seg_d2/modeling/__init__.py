@@ -10,3 +10,4 @@ from .resnet_unet_backbone import build_resnet_unet_backbone  # noqa: F401  (BAC
 from .semantic_segmentor import SegD2SemanticSegmentor  # noqa: F401  (META_ARCH_REGISTRY)
 from .unet_backbone import build_unet_backbone  # noqa: F401  (BACKBONE_REGISTRY)
 from .unet_head import UNetHead  # noqa: F401  (SEM_SEG_HEADS_REGISTRY)
+from .config_checks import check_model_config  # noqa: F401

@@ -61,8 +61,8 @@ def crop_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     the logits to the image (top-left) the same way, so that training meets each label with the
     logit that inference gives its pixel (resizing would shift it by up to one stride).
     """
-    h, w = int(size[0]), int(size[1])
-    if x.shape[-2] < h or x.shape[-1] < w:
+    h, w = size[0], size[1]  # not int(): under torch.jit.trace sizes are tensors, and int() would freeze them
+    if not torch.jit.is_tracing() and (x.shape[-2] < h or x.shape[-1] < w):
         raise ValueError(
             f"An upsampled map of size {tuple(x.shape[-2:])} does not cover ({h}, {w}): the backbone must "
             "round odd feature sizes up (ceil), as detectron2's ResNet and seg_d2's encoders do"

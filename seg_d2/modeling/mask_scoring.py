@@ -72,12 +72,22 @@ class MaskIoUHead(nn.Module):
         Returns:
             (N, num_classes) predicted mask IoUs.
         """
-        x = torch.cat([features, F.adaptive_max_pool2d(mask_probs, self.resolution)], dim=1)
+        x = torch.cat([features, pool_to(mask_probs, self.resolution)], dim=1)
         for layer in self.convs:
             x = layer(x)
         x = F.relu(self.fc1(x.flatten(1)))
         x = F.relu(self.fc2(x))
         return self.predictor(x)
+
+
+def pool_to(mask_probs: torch.Tensor, size: int) -> torch.Tensor:
+    """Adaptive max pooling of (N, 1, M, M) to (N, 1, size, size); a plain max pooling (the same
+    values) when ``size`` divides M, as it does for every mask head here (28 -> 14): ONNX has no
+    adaptive max pooling, and the exporter converts max pooling."""
+    m = int(mask_probs.shape[-1])  # the head's fixed mask resolution, a constant in traced graphs too
+    if m % size == 0 and int(mask_probs.shape[-2]) == m:
+        return F.max_pool2d(mask_probs, m // size)
+    return F.adaptive_max_pool2d(mask_probs, size)
 
 
 def full_mask_areas(gt_masks) -> torch.Tensor:

@@ -23,6 +23,26 @@ def resolve_norm(norm: Union[str, Callable, None], device: str = "cpu") -> Union
     return norm
 
 
+def resolve_cfg_norms(model_cfg, device: str = "cpu") -> dict:
+    """Apply :func:`resolve_norm` to every ``NORM`` key under ``model_cfg`` (``cfg.MODEL``), in place, so that
+    detectron2's own modules (ResNet, FPN, ROI heads) get a SyncBN that works where they run; returns
+    {key: (old, new)} of the keys changed."""
+    changed = {}
+
+    def visit(node, prefix):
+        for key, value in node.items():
+            if hasattr(value, "items"):
+                visit(value, f"{prefix}{key}.")
+            elif key == "NORM" and isinstance(value, str):
+                new = resolve_norm(value, device)
+                if new != value:
+                    node[key] = new
+                    changed[prefix + key] = (value, new)
+
+    visit(model_cfg, "MODEL.")
+    return changed
+
+
 def conv_norm_act(in_channels: int, out_channels: int, norm, kernel_size: int = 3) -> nn.Sequential:
     """Conv (no bias when normalized) -> norm -> ReLU, He-initialised."""
     if norm == "GN":  # detectron2's GN uses 32 groups, more than narrow decoder stages have

@@ -1,6 +1,8 @@
 """Sliding-window inference and test-time augmentation for semantic segmentation models.
 
-``predict`` below is any function mapping a normalized image ``(C, h, w)`` to logits ``(K, h, w)``.
+``predict`` below is any function mapping a normalized image ``(C, h, w)`` to logits ``(K, h, w)``;
+:func:`sliding_window_inference` with ``batch_size > 1`` instead calls it on a batch of windows
+``(N, C, h, w)`` and expects ``(N, K, h, w)``.
 A binary model's single foreground logit z (K = 1) stands for the two-class logits ``[0, z]``, which
 seg_d2's heads already output in inference (:func:`~seg_d2.modeling.head_inputs.two_class_logits`).
 """
@@ -48,26 +50,45 @@ def blending_weights(height: int, width: int, mode: str, device=None) -> torch.T
 
 
 def sliding_window_inference(
-    predict: Predictor, image: torch.Tensor, window: Tuple[int, int], overlap: float, blending: str
+    predict: Predictor,
+    image: torch.Tensor,
+    window: Tuple[int, int],
+    overlap: float,
+    blending: str,
+    batch_size: int = 1,
 ) -> torch.Tensor:
     """Logits (K, H, W) of ``image`` (C, H, W) blended from overlapping windows.
+
+    With ``batch_size`` 1 ``predict`` gets one window (C, h, w) at a time and returns (K, h, w), so
+    any per-image predictor works; with ``batch_size`` N > 1 it gets up to N windows stacked,
+    (n, C, h, w), and returns (n, K, h, w). All windows have the same size (edge windows are shifted
+    inwards, never cut), so they stack; the result is the same for every ``batch_size``.
 
     When one window covers the image this is exactly ``predict(image)``. Blending is linear in the
     logits, so it commutes with :func:`two_class_logits`: the binary result is the same either way.
     """
+    if batch_size < 1:
+        raise ValueError(f"Sliding-window batch size must be >= 1, got {batch_size}")
     _, H, W = image.shape
     wh, ww = min(window[0], H), min(window[1], W)
     ys, xs = window_starts(H, wh, overlap), window_starts(W, ww, overlap)
     if len(ys) == 1 and len(xs) == 1:
-        return predict(image)
+        return predict(image) if batch_size == 1 else predict(image[None])[0]
+    starts = [(y, x) for y in ys for x in xs]
     weight = blending_weights(wh, ww, blending, device=image.device)
     acc, norm = None, torch.zeros(H, W, device=image.device)
-    for y in ys:
-        for x in xs:
-            logits = predict(image[:, y : y + wh, x : x + ww]).float()
-            if acc is None:
-                acc = torch.zeros(logits.shape[0], H, W, device=image.device)
-            acc[:, y : y + wh, x : x + ww] += logits * weight
+    for i in range(0, len(starts), batch_size):
+        chunk = starts[i : i + batch_size]
+        if batch_size == 1:
+            y, x = chunk[0]
+            logits = predict(image[:, y : y + wh, x : x + ww])[None]
+        else:
+            logits = predict(torch.stack([image[:, y : y + wh, x : x + ww] for y, x in chunk]))
+        logits = logits.float()
+        if acc is None:
+            acc = torch.zeros(logits.shape[1], H, W, device=image.device)
+        for (y, x), win in zip(chunk, logits):
+            acc[:, y : y + wh, x : x + ww] += win * weight
             norm[y : y + wh, x : x + ww] += weight
     return acc / norm
 

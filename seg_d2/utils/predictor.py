@@ -14,13 +14,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as d2_utils
 from detectron2.data import transforms as T
 from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
+
+from seg_d2.engine.checkpoint import SegD2Checkpointer
+from seg_d2.modeling import check_model_config
 
 __all__ = [
     "SetupError", "is_lazy_config", "load_config", "config_datasets", "weights_key", "SegPredictor",
@@ -112,17 +114,15 @@ def _override_hint(cfg, key: str, value: str) -> str:
 
 
 def read_image(path: str, format: str) -> np.ndarray:
-    """An image file as (H, W, C) in the model's ``format`` (seg_d2's reader for BGR/RGB/L: 8/16-bit,
-    gray or colour; detectron2's otherwise). Raises :class:`SetupError` naming a missing or
-    unreadable file."""
+    """An image file as (H, W, C) in the model's ``format``, by seg_d2's one image reader
+    (:func:`seg_d2.data.image_io.read_image`: 8/16-bit, gray or colour, EXIF orientation applied as
+    detectron2 does). Raises :class:`SetupError` naming a missing or unreadable file."""
+    from seg_d2.data.image_io import read_image as read_data_image
+
     if not os.path.isfile(path):
         raise SetupError(f"Input image not found: {path}")
     try:
-        if format in ("BGR", "RGB", "L"):
-            from seg_d2.data.sem_seg_io import read_image as seg_read_image
-
-            return seg_read_image(path, format)
-        return d2_utils.read_image(path, format)
+        return read_data_image(path, format, exif_transpose=True)
     except Exception as e:
         raise SetupError(f"Cannot read input image {path}: {e}") from None
 
@@ -196,6 +196,7 @@ class SegPredictor:
             cfg.MODEL.RETINANET.SCORE_THRESH_TEST = score_threshold
             cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = score_threshold
         self.cfg = cfg
+        check_model_config(cfg)
         self.model = build_model(cfg)
         self.device = cfg.MODEL.DEVICE
         self.input_format = cfg.INPUT.FORMAT
@@ -235,7 +236,10 @@ class SegPredictor:
             )
         if "://" not in path and not os.path.isfile(path):
             raise SetupError(f"Weights file not found: {path} (the {key} of {self.config_file})")
-        checkpointer = DetectionCheckpointer(self.model)
+        # weights_only loading; pickles only where the config allows them (issue 14: unknown sources)
+        allow_pickle = (self.cfg.SEG_D2.CHECKPOINT.ALLOW_PICKLE if isinstance(self.cfg, CfgNode)
+                        else self.cfg.train.get("allow_pickle", False))
+        checkpointer = SegD2Checkpointer(self.model, allow_pickle=allow_pickle)
         try:
             checkpoint = checkpointer._load_file(path)
         except Exception as e:

@@ -6,7 +6,7 @@ from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from seg_d2.data import SemSegDataError
+from seg_d2.data import DataFileError, SemSegDataError
 from seg_d2.data.datasets import load_sem_seg_folder, register_sem_seg_folder
 from seg_d2.data.sem_seg_io import read_image, read_label_map
 
@@ -119,9 +119,9 @@ def test_label_values_out_of_range(tmp_path):
 def test_unreadable_image(tmp_path):
     write_pair(tmp_path, "a", np.zeros((8, 8, 3), np.uint8), label_map(8, 8))
     (tmp_path / "images" / "a.png").write_bytes(b"this is not an image")
-    with pytest.raises(SemSegDataError, match=r"Unreadable image .*a\.png"):
+    with pytest.raises(DataFileError, match=r"Unreadable image .*a\.png"):
         load(tmp_path)
-    with pytest.raises(SemSegDataError, match=r"Unreadable image .*a\.png"):
+    with pytest.raises(DataFileError, match=r"Unreadable image .*a\.png"):
         read_image(str(tmp_path / "images" / "a.png"))
 
 

@@ -9,7 +9,7 @@ from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.data import transforms as T
 
 from seg_d2 import add_seg_d2_config
-from seg_d2.data import SemSegDataError, SemSegDatasetMapper, build_train_loader
+from seg_d2.data import InstanceDatasetMapper, SemSegDataError, SemSegDatasetMapper, build_train_loader
 from seg_d2.data.build import build_mapper
 
 STEP = 60  # image value = STEP * label, so that the label can be read back from the image
@@ -119,7 +119,8 @@ def test_mapper_size_mismatch(tmp_path):
 def test_mapper_choice_default_is_detectron2s():
     cfg = get_cfg()
     add_seg_d2_config(cfg)
-    assert type(build_mapper(cfg, True)) is DatasetMapper
+    # detectron2's DatasetMapper, reading images with seg_d2's reader (tests/data/test_image_io.py)
+    assert type(build_mapper(cfg, True)) is InstanceDatasetMapper and isinstance(build_mapper(cfg, True), DatasetMapper)
     cfg.INPUT.DATASET_MAPPER_NAME = "sem_seg"
     assert type(build_mapper(cfg, True)) is SemSegDatasetMapper
     cfg.INPUT.DATASET_MAPPER_NAME = "nope"

@@ -1,4 +1,4 @@
-"""Shared settings for the detectron2._C op tests."""
+"""Shared settings for the tests of seg_d2_ops, the ops behind detectron2._C (run from source)."""
 
 import pytest
 import torch

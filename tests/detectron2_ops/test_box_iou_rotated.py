@@ -1,4 +1,4 @@
-"""detectron2._C.box_iou_rotated: hand-computed cases, precision, slow references (a float64
+"""seg_d2_ops.box_iou_rotated (detectron2._C): hand-computed cases, precision, slow references (a float64
 convex-hull one, shapely), and bit-equality with detectron2's C++ kernel (its float arithmetic
 decides ties at the matchers' thresholds; see test_d2_rroi_heads.py)."""
 
@@ -9,15 +9,15 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from detectron2 import _C
-from detectron2._C import _rotated
+import seg_d2_ops as ops
+from seg_d2_ops import _rotated
 
 from . import d2ops_reference as ref
 from .d2ops_reference import kernel_iou_matrix, rotated_iou, shapely_iou
 
 
 def iou(b1, b2, dtype=torch.float32):
-    return _C.box_iou_rotated(torch.tensor(b1, dtype=dtype), torch.tensor(b2, dtype=dtype))
+    return ops.box_iou_rotated(torch.tensor(b1, dtype=dtype), torch.tensor(b2, dtype=dtype))
 
 
 @pytest.mark.parametrize(
@@ -70,12 +70,12 @@ def test_degenerate_and_negative_sizes_follow_the_kernel():
             [5, 5, 4, -4, 0],
         ]
     )
-    m = _C.box_iou_rotated(boxes, boxes)
+    m = ops.box_iou_rotated(boxes, boxes)
     assert not torch.isnan(m).any()
     expected = torch.zeros(8, 8)
     expected[0, 0] = expected[0, 3] = expected[3, 0] = expected[3, 3] = 1
     assert torch.equal(m, expected)
-    assert torch.equal(_C.box_iou_rotated(torch.zeros(5, 5), torch.zeros(7, 5)), torch.zeros(5, 7))
+    assert torch.equal(ops.box_iou_rotated(torch.zeros(5, 5), torch.zeros(7, 5)), torch.zeros(5, 7))
     # rotated: the same rectangle, then against another box (reference: shapely on |w| x |h|)
     assert iou([[5, 5, -4, -2, 30]], [[5, 5, 4, 2, 30]]).item() == pytest.approx(1.0, abs=1e-6)
     b1, b2 = [5, 5, -4, -2, 30], [6, 5, 4, 2, 10]
@@ -86,8 +86,8 @@ def test_degenerate_and_negative_sizes_follow_the_kernel():
 
 
 def test_empty_inputs():
-    assert _C.box_iou_rotated(torch.zeros(0, 5), torch.rand(10, 5)).shape == (0, 10)
-    assert _C.box_iou_rotated(torch.rand(3, 5), torch.zeros(0, 5)).shape == (3, 0)
+    assert ops.box_iou_rotated(torch.zeros(0, 5), torch.rand(10, 5)).shape == (0, 10)
+    assert ops.box_iou_rotated(torch.rand(3, 5), torch.zeros(0, 5)).shape == (3, 0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
@@ -141,7 +141,7 @@ def _random_boxes(n, gen, span=400.0):
 def test_many_boxes_match_slow_reference():
     gen = torch.Generator().manual_seed(0)
     b1, b2 = _random_boxes(2000, gen), _random_boxes(2000, gen)
-    m = _C.box_iou_rotated(b1, b2)
+    m = ops.box_iou_rotated(b1, b2)
     assert m.shape == (2000, 2000) and m.dtype == torch.float32
     assert ((m >= 0) & (m <= 1)).all()
     nonzero = m.nonzero()
@@ -151,7 +151,7 @@ def test_many_boxes_match_slow_reference():
     for i, j in pairs:
         assert m[i, j].item() == pytest.approx(rotated_iou(b1[i], b2[j]), abs=1e-5), (i, j)
     # symmetric
-    assert torch.allclose(_C.box_iou_rotated(b2[:300], b1[:300]), m[:300, :300].T, atol=1e-6)
+    assert torch.allclose(ops.box_iou_rotated(b2[:300], b1[:300]), m[:300, :300].T, atol=1e-6)
 
 
 def test_dense_cluster_all_pairs_match_reference():
@@ -161,7 +161,7 @@ def test_dense_cluster_all_pairs_match_reference():
     xy = torch.rand(120, 2, generator=gen) * 60
     wh = torch.rand(120, 2, generator=gen) * 25 + 1
     b = torch.cat([xy, wh, torch.rand(120, 1, generator=gen) * 360 - 180], 1).double()
-    m = _C.box_iou_rotated(b, b)  # float64 boxes: computed in double, returned as float32
+    m = ops.box_iou_rotated(b, b)  # float64 boxes: computed in double, returned as float32
     expected = torch.tensor([[rotated_iou(p, q) for q in b.tolist()] for p in b.tolist()], dtype=torch.float64)
     assert torch.allclose(m.double(), expected, atol=1e-7, rtol=0)
     assert ((expected > 0) & (expected < 0.05)).sum() > 100  # plenty of marginal overlaps
@@ -190,7 +190,7 @@ def test_edge_sharing_configurations_match_the_kernel(dtype):
     cases = _edge_sharing_cases()
     b1 = torch.tensor([c[0] for c in cases], dtype=dtype)
     b2 = torch.tensor([c[1] for c in cases], dtype=dtype)
-    got = torch.stack([_C.box_iou_rotated(b1[i : i + 1], b2[i : i + 1])[0, 0] for i in range(len(cases))])
+    got = torch.stack([ops.box_iou_rotated(b1[i : i + 1], b2[i : i + 1])[0, 0] for i in range(len(cases))])
     double = dtype == torch.float64
     expected = torch.tensor([ref.kernel_iou(p, q, double) for p, q in zip(b1.tolist(), b2.tolist())], dtype=dtype)
     assert torch.equal(got, expected.float())
@@ -208,7 +208,7 @@ def test_axis_aligned_equals_torchvision_box_iou():
     b = _random_boxes(300, gen)
     b[:, 4] = 0
     xyxy = torch.cat([b[:, :2] - b[:, 2:4] / 2, b[:, :2] + b[:, 2:4] / 2], 1)
-    assert torch.allclose(_C.box_iou_rotated(b, b[:200]), box_iou(xyxy, xyxy[:200]), atol=1e-5)
+    assert torch.allclose(ops.box_iou_rotated(b, b[:200]), box_iou(xyxy, xyxy[:200]), atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- the C++ kernel, bit for bit
@@ -249,7 +249,7 @@ def test_bitwise_equal_to_the_cpp_kernel(case):
     # (d2ops_reference.kernel_iou). Equal bits, not just close values: the matchers compare
     # IoUs for equality (low-quality matches) and against thresholds.
     b1, b2 = _bitwise_cases()[case]
-    got = _C.box_iou_rotated(b1, b2)
+    got = ops.box_iou_rotated(b1, b2)
     expected = kernel_iou_matrix(b1, b2)
     assert (expected > 0).sum() > 50
     assert torch.equal(got, expected), (got != expected).nonzero()[:5].tolist()
@@ -261,7 +261,7 @@ def test_float64_boxes_use_the_double_kernel():
     b1, b2 = _bitwise_cases()["right_angles"]
     b1, b2 = b1.double(), b2.double()
     b1[:, 4] += 1e-3  # angles that are not exact in float32
-    got = _C.box_iou_rotated(b1, b2)
+    got = ops.box_iou_rotated(b1, b2)
     assert torch.equal(got, kernel_iou_matrix(b1, b2, double=True).float())
 
 
@@ -280,7 +280,7 @@ def test_ties_at_the_best_anchor_resolve_like_the_kernel():
     cfg.MODEL.ANCHOR_GENERATOR.NAME = "RotatedAnchorGenerator"
     anchors = build_anchor_generator(cfg, [ShapeSpec(channels=1, stride=16)])([torch.zeros(1, 1, 1, 2)])[0].tensor
     gt = torch.tensor([[2, 2, 2, 2, 30], [4, 4, 4, 4, 0], [1.5, 5.5, 1, 3, 0], [8.5, 4, 3, 2, -50]])
-    got = _C.box_iou_rotated(gt, anchors)
+    got = ops.box_iou_rotated(gt, anchors)
     expected = kernel_iou_matrix(gt, anchors)
     assert torch.equal(got, expected)
     best = (got[0] == got[0].max()).nonzero().flatten().tolist()

@@ -1,4 +1,4 @@
-"""detectron2._C fast COCOeval entry points against pycocotools' COCOeval."""
+"""seg_d2_ops (detectron2._C) fast COCOeval entry points against pycocotools' COCOeval."""
 
 import contextlib
 import copy
@@ -10,7 +10,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detectron2 import _C
+import seg_d2_ops as ops
 
 import detectron2.evaluation.fast_eval_api as fast_eval_api
 
@@ -121,10 +121,10 @@ def test_fast_cocoeval_equals_pycocotools(iou_type, use_cats, seed):
 
 
 def test_fast_path_is_enabled():
-    assert _C.HAS_FAST_COCOEVAL is True
-    inst = _C.InstanceAnnotation(5, 0.5, 12.0, True, False)
+    assert ops.HAS_FAST_COCOEVAL is True
+    inst = ops.InstanceAnnotation(5, 0.5, 12.0, True, False)
     assert (inst.id, inst.score, inst.area, inst.is_crowd, inst.ignore) == (5, 0.5, 12.0, True, False)
-    ev = _C.ImageEvaluation()
+    ev = ops.ImageEvaluation()
     assert len(ev.detection_scores) == 0
 
 

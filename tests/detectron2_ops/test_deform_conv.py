@@ -1,15 +1,12 @@
-"""detectron2._C deformable convolution: forward, the in-place backward ops, detectron2 layers."""
+"""seg_d2_ops (detectron2._C) deformable convolution: forward, the in-place backward ops, detectron2 layers."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from detectron2 import _C
+import seg_d2_ops as ops
 
 from . import d2ops_reference as ref
-
-if not getattr(_C, "PURE_PYTORCH", False) and not torch.cuda.is_available():
-    pytest.skip("a compiled detectron2._C has deformable convolution on CUDA only", allow_module_level=True)
 
 # (in, out, groups, deformable groups, kernel, stride, padding, dilation)
 CONFIGS = [
@@ -30,7 +27,7 @@ def v1_forward(x, offset, weight, stride, padding, dilation, groups, dg):
     ho = (x.shape[2] + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
     wo = (x.shape[3] + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
     out = x.new_empty(x.shape[0], weight.shape[0], ho, wo)
-    ret = _C.deform_conv_forward(
+    ret = ops.deform_conv_forward(
         x, weight, offset, out, _empty(x), _empty(x), kw, kh, sw, sh, pw, ph, dw, dh, groups, dg, 64
     )
     assert ret == 1
@@ -45,7 +42,7 @@ def v2_forward(x, offset, mask, weight, bias, stride, padding, dilation, groups,
     out = x.new_empty(x.shape[0], weight.shape[0], ho, wo)
     with_bias = bias is not None
     b = bias if with_bias else x.new_empty(1)
-    _C.modulated_deform_conv_forward(
+    ops.modulated_deform_conv_forward(
         x, weight, b, _empty(x), offset, mask, out, _empty(x), kh, kw, sh, sw, ph, pw, dh, dw, groups, dg, with_bias
     )
     return out
@@ -136,7 +133,7 @@ def test_backward_ops_match_autograd_of_reference(cfg):
 
     # DCN v2: input / weight / bias gradients are accumulated into, offset / mask overwritten
     bufs = [torch.full_like(t, 7.0) for t in (x, w, b, off, mask)]
-    _C.modulated_deform_conv_backward(
+    ops.modulated_deform_conv_backward(
         x, w, b, _empty(x), off, mask, _empty(x), *bufs, grad_out, kh, kw, sh, sw, ph, pw, dh, dw, groups, dg, True
     )
     for got, exp, acc in zip(bufs, (gx, gw, gb, goff, gmask), (True, True, True, False, False)):
@@ -146,10 +143,10 @@ def test_backward_ops_match_autograd_of_reference(cfg):
     out = ref.deform_conv2d(leaves[0], leaves[1], leaves[3], None, (sh, sw), (ph, pw), (dh, dw))
     gx, goff, gw = torch.autograd.grad(out, [leaves[0], leaves[1], leaves[3]], grad_out)
     grad_input, grad_offset, grad_weight = torch.zeros_like(x), torch.zeros_like(off), torch.zeros_like(w)
-    _C.deform_conv_backward_input(
+    ops.deform_conv_backward_input(
         x, off, grad_out, grad_input, grad_offset, w, _empty(x), kw, kh, sw, sh, pw, ph, dw, dh, groups, dg, 64
     )
-    _C.deform_conv_backward_filter(
+    ops.deform_conv_backward_filter(
         x, off, grad_out, grad_weight, _empty(x), _empty(x), kw, kh, sw, sh, pw, ph, dw, dh, groups, dg, 1.0, 64
     )
     assert torch.allclose(grad_input, gx, atol=1e-9)
@@ -157,7 +154,7 @@ def test_backward_ops_match_autograd_of_reference(cfg):
     assert torch.allclose(grad_weight, gw, atol=1e-9)
     # the filter gradient on its own (no backward_input just before it), scaled
     grad_weight = torch.ones_like(w)
-    _C.deform_conv_backward_filter(
+    ops.deform_conv_backward_filter(
         x, off, grad_out, grad_weight, _empty(x), _empty(x), kw, kh, sw, sh, pw, ph, dw, dh, groups, dg, 0.5, 64
     )
     assert torch.allclose(grad_weight, 1 + 0.5 * gw, atol=1e-9)
@@ -175,8 +172,8 @@ class DeformConvV1(torch.autograd.Function):
     def backward(ctx, grad):
         x, off, w = ctx.saved_tensors
         gx, goff, gw = torch.zeros_like(x), torch.zeros_like(off), torch.zeros_like(w)
-        _C.deform_conv_backward_input(x, off, grad, gx, goff, w, _empty(x), 3, 3, 1, 1, 1, 1, 1, 1, 2, 2, 1)
-        _C.deform_conv_backward_filter(x, off, grad, gw, _empty(x), _empty(x), 3, 3, 1, 1, 1, 1, 1, 1, 2, 2, 1.0, 1)
+        ops.deform_conv_backward_input(x, off, grad, gx, goff, w, _empty(x), 3, 3, 1, 1, 1, 1, 1, 1, 2, 2, 1)
+        ops.deform_conv_backward_filter(x, off, grad, gw, _empty(x), _empty(x), 3, 3, 1, 1, 1, 1, 1, 1, 2, 2, 1.0, 1)
         return gx, goff, gw
 
 
@@ -192,7 +189,7 @@ class DeformConvV2(torch.autograd.Function):
     def backward(ctx, grad):
         x, off, mask, w, b = ctx.saved_tensors
         grads = [torch.zeros_like(t) for t in (x, w, b, off, mask)]
-        _C.modulated_deform_conv_backward(
+        ops.modulated_deform_conv_backward(
             x, w, b, _empty(x), off, mask, _empty(x), *grads, grad.contiguous(), 3, 3, 2, 2, 1, 1, 1, 1, 1, 2, True
         )
         gx, gw, gb, goff, gmask = grads
@@ -218,11 +215,11 @@ def test_bad_shapes_raise():
     w = torch.randn(2, 4, 3, 3)
     out = torch.empty(1, 2, 6, 6)
     with pytest.raises(RuntimeError):  # offset with 9 instead of 18 channels
-        _C.deform_conv_forward(
+        ops.deform_conv_forward(
             x, w, torch.zeros(1, 9, 6, 6), out, _empty(x), _empty(x), 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 64
         )
     with pytest.raises(RuntimeError):  # mask with 18 instead of 9 channels
-        _C.modulated_deform_conv_forward(
+        ops.modulated_deform_conv_forward(
             x,
             w,
             x.new_empty(1),

@@ -1,10 +1,10 @@
-"""detectron2._C.roi_align_rotated_forward / _backward."""
+"""seg_d2_ops (detectron2._C) roi_align_rotated_forward / _backward."""
 
 import pytest
 import torch
 from torchvision.ops import roi_align
 
-from detectron2 import _C
+import seg_d2_ops as ops
 
 from .d2ops_reference import roi_align_rotated as reference_roi_align_rotated
 
@@ -16,13 +16,13 @@ class RoiAlignRotated(torch.autograd.Function):
     def forward(ctx, feat, rois, output_size, spatial_scale, sampling_ratio):
         ctx.save_for_backward(rois)
         ctx.args = (output_size, spatial_scale, sampling_ratio, feat.shape)
-        return _C.roi_align_rotated_forward(feat, rois, spatial_scale, output_size[0], output_size[1], sampling_ratio)
+        return ops.roi_align_rotated_forward(feat, rois, spatial_scale, output_size[0], output_size[1], sampling_ratio)
 
     @staticmethod
     def backward(ctx, grad):
         (rois,) = ctx.saved_tensors
         (ph, pw), spatial_scale, sampling_ratio, (n, c, h, w) = ctx.args
-        grad_input = _C.roi_align_rotated_backward(grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio)
+        grad_input = ops.roi_align_rotated_backward(grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio)
         return grad_input, None, None, None, None
 
 
@@ -43,12 +43,12 @@ def test_zero_angle_equals_torchvision_aligned_roi_align(sampling_ratio, spatial
     rois = _random_rois(40, gen, 20 / spatial_scale, 24 / spatial_scale, max_size=12 / spatial_scale, angles=False)
     # (batch, cx, cy, w, h, 0) is torchvision's (batch, cx - w/2, cy - h/2, cx + w/2, cy + h/2)
     xyxy = torch.cat([rois[:, :1], rois[:, 1:3] - rois[:, 3:5] / 2, rois[:, 1:3] + rois[:, 3:5] / 2], 1)
-    got = _C.roi_align_rotated_forward(feat, rois, spatial_scale, 5, 4, sampling_ratio)
+    got = ops.roi_align_rotated_forward(feat, rois, spatial_scale, 5, 4, sampling_ratio)
     expected = roi_align(feat, xyxy, (5, 4), spatial_scale, sampling_ratio, aligned=True)
     assert got.shape == (40, 3, 5, 4)
     assert torch.allclose(got, expected, atol=1e-12, rtol=0)
     # float32 too
-    got32 = _C.roi_align_rotated_forward(feat.float(), rois.float(), spatial_scale, 5, 4, sampling_ratio)
+    got32 = ops.roi_align_rotated_forward(feat.float(), rois.float(), spatial_scale, 5, 4, sampling_ratio)
     assert got32.dtype == torch.float32
     assert torch.allclose(got32, expected.float(), atol=1e-4)
 
@@ -63,7 +63,7 @@ def test_right_angle_rotations():
     )
     for quarter in range(4):
         rois = torch.tensor([[0, 2, 2, 2, 2, 90.0 * quarter]])
-        got = _C.roi_align_rotated_forward(img, rois, 1.0, 4, 4, 0)[0, 0]
+        got = ops.roi_align_rotated_forward(img, rois, 1.0, 4, 4, 0)[0, 0]
         # turning the box counter-clockwise turns its pooled view clockwise
         assert torch.allclose(got, torch.rot90(expected, -quarter), atol=1e-5), quarter
 
@@ -74,7 +74,7 @@ def test_rotated_matches_scalar_reference(sampling_ratio):
     feat = torch.randn(2, 3, 11, 13, generator=gen, dtype=torch.float64)
     rois = _random_rois(12, gen, 22, 26, max_size=16)
     rois[0, 3:5] = 0  # empty box: no samples (0) when adaptive, else all at its centre
-    got = _C.roi_align_rotated_forward(feat, rois, 0.5, 3, 4, sampling_ratio)
+    got = ops.roi_align_rotated_forward(feat, rois, 0.5, 3, 4, sampling_ratio)
     expected = reference_roi_align_rotated(feat, rois, 0.5, 3, 4, sampling_ratio)
     assert torch.allclose(got, expected, atol=1e-12, rtol=0)
     if sampling_ratio == 0:
@@ -85,8 +85,8 @@ def test_rotated_matches_scalar_reference(sampling_ratio):
 
 def test_empty_rois():
     feat = torch.randn(1, 2, 5, 5)
-    assert _C.roi_align_rotated_forward(feat, torch.zeros(0, 6), 1.0, 3, 3, 0).shape == (0, 2, 3, 3)
-    grad = _C.roi_align_rotated_backward(torch.zeros(0, 2, 3, 3), torch.zeros(0, 6), 1.0, 3, 3, 1, 2, 5, 5, 0)
+    assert ops.roi_align_rotated_forward(feat, torch.zeros(0, 6), 1.0, 3, 3, 0).shape == (0, 2, 3, 3)
+    grad = ops.roi_align_rotated_backward(torch.zeros(0, 2, 3, 3), torch.zeros(0, 6), 1.0, 3, 3, 1, 2, 5, 5, 0)
     assert torch.equal(grad, torch.zeros(1, 2, 5, 5))
 
 
@@ -111,10 +111,10 @@ def test_backward_is_the_transpose_of_forward():
     gen = torch.Generator().manual_seed(3)
     feat = torch.randn(2, 4, 12, 11, generator=gen, dtype=torch.float64, requires_grad=True)
     rois = _random_rois(20, gen, 24, 22, max_size=20)
-    out = _C.roi_align_rotated_forward(feat, rois, 0.5, 4, 3, 0)
+    out = ops.roi_align_rotated_forward(feat, rois, 0.5, 4, 3, 0)
     grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64)
     (autograd_grad,) = torch.autograd.grad(out, feat, grad_out)
-    grad = _C.roi_align_rotated_backward(grad_out, rois, 0.5, 4, 3, 2, 4, 12, 11, 0)
+    grad = ops.roi_align_rotated_backward(grad_out, rois, 0.5, 4, 3, 2, 4, 12, 11, 0)
     assert grad.shape == feat.shape
     assert torch.allclose(grad, autograd_grad, atol=1e-12)
 

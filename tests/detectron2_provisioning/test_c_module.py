@@ -17,6 +17,15 @@ def test_exports(name):
     assert callable(getattr(_C, name))
 
 
+def test_c_is_a_shim_onto_seg_d2_ops():
+    if not getattr(_C, "PURE_PYTORCH", False):
+        pytest.skip("a compiled detectron2 is installed: its _C is its own")
+    import seg_d2_ops
+
+    for name in CPP_EXPORTS + ["roi_align", "deform_conv", "modulated_deform_conv"]:
+        assert getattr(_C, name) is getattr(seg_d2_ops, name), name
+
+
 def test_every_detectron2_module_imports():
     import detectron2.evaluation.fast_eval_api  # noqa: F401
     import detectron2.export  # noqa: F401

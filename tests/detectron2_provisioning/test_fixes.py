@@ -206,3 +206,62 @@ def test_coco_evaluator_matches_pycocotools_with_and_without_fast_cocoeval(tmp_p
     assert ours["AP50"] == pytest.approx(100 * ref.stats[1], abs=1e-6)
     assert ours["AP75"] == pytest.approx(100 * ref.stats[2], abs=1e-6)
     assert 0 < ours["AP"] < 100
+
+
+def test_roi_align_runs_the_fast_cpu_path(monkeypatch):
+    # v0.6's ROIAlign always ran torchvision's scalar, single-threaded CPU kernel.
+    from torchvision.ops import roi_align as tv_roi_align
+
+    from detectron2.layers import ROIAlign
+
+    roi_align_module = importlib.import_module("detectron2.layers.roi_align")  # not layers.roi_align, the function
+    calls = []
+    fast = roi_align_module._CPU_ROI_ALIGN
+
+    def spy(*args):
+        calls.append(args[0].device.type)
+        return fast(*args)
+
+    monkeypatch.setattr(roi_align_module, "_CPU_ROI_ALIGN", spy)
+    gen = torch.Generator().manual_seed(0)
+    feat = torch.randn(2, 3, 10, 12, generator=gen, requires_grad=True)
+    boxes = torch.tensor([[0, 1.0, 2.0, 30.0, 25.0], [1, -4.0, 3.0, 17.0, 9.5]])
+    pooler = ROIAlign((4, 3), spatial_scale=0.5, sampling_ratio=0, aligned=True)
+    out = pooler(feat, boxes)
+    assert calls == ["cpu"]
+    expected = tv_roi_align(feat, boxes, (4, 3), 0.5, 0, True)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    grad = torch.randn(out.shape, generator=gen)
+    torch.testing.assert_close(torch.autograd.grad(out, feat, grad)[0], torch.autograd.grad(expected, feat, grad)[0],
+                               atol=1e-5, rtol=0)
+    # TorchScript compiles torchvision's op only (the CPU path is Python).
+    scripted = torch.jit.script(pooler)
+    torch.testing.assert_close(scripted(feat, boxes), expected)
+    assert calls == ["cpu"]
+
+
+def test_deform_conv_layers_call_torchvision_on_cpu(monkeypatch):
+    # v0.6's DeformConv / ModulatedDeformConv raised NotImplementedError for CPU tensors.
+    import torchvision.ops
+
+    from detectron2 import _C
+    from detectron2.layers import DeformConv, ModulatedDeformConv
+
+    deform_module = importlib.import_module("detectron2.layers.deform_conv")
+
+    seen = []
+    real = torchvision.ops.deform_conv2d
+    monkeypatch.setattr(sys.modules[_C.deform_conv.__module__], "deform_conv2d",
+                        lambda *a, **k: seen.append(k.get("mask") is not None) or real(*a, **k))
+    assert deform_module.deform_conv is _C.deform_conv
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    dcn = DeformConv(2, 3, 3, padding=1)
+    off = torch.zeros(1, 18, 6, 6, requires_grad=True)
+    y = dcn(x, off)  # zero offsets: a plain convolution
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, dcn.weight, padding=1), atol=1e-5, rtol=0)
+    y.sum().backward()
+    assert x.grad is not None and off.grad is not None and dcn.weight.grad is not None
+    mdcn = ModulatedDeformConv(2, 3, 3, padding=1)
+    mdcn(x, off, torch.ones(1, 9, 6, 6)).sum().backward()
+    assert seen == [False, True]

@@ -1,5 +1,7 @@
 """Boundary IoU (Cheng 2021): boundary bands, known shapes, Boundary AP through COCOeval."""
 import contextlib
+import copy
+import importlib
 import io
 
 import cv2
@@ -119,3 +121,113 @@ def test_boundary_ap_is_100_for_perfect_masks_and_crowd_is_ignored():
     with contextlib.redirect_stdout(io.StringIO()):
         stats = evaluate_boundary_on_coco(coco, _results([a, crowd], [0.9, 0.8])).stats
     assert stats[0] == pytest.approx(1.0)
+
+
+# --- boundaries on bounding boxes, batched, in a process pool: the numbers of the full-image official code ---
+
+def random_masks(rng, h, w, n):
+    """Blobs, some cut by the image border; full columns, full images, empty masks, noise."""
+    masks = []
+    for i in range(n):
+        m = np.zeros((h, w), np.uint8)
+        for _ in range(int(rng.integers(1, 4))):
+            cv2.circle(m, (int(rng.integers(-5, w + 5)), int(rng.integers(-5, h + 5))), int(rng.integers(1, 25)), 1, -1)
+        kind = i % 7
+        if kind == 1:
+            m[:, int(rng.integers(0, w)):][:, :3] = 1  # whole columns: runs across columns in the RLE
+        elif kind == 2:
+            m = (rng.random((h, w)) < 0.5).astype(np.uint8)
+        elif kind == 3:
+            m[:] = i % 2  # empty or full
+        masks.append(m)
+    return masks
+
+
+def official_rle_boundary(mask, dilation_ratio):
+    return mask_util.encode(np.asfortranarray(official_mask_to_boundary(mask, dilation_ratio)))
+
+
+@pytest.mark.parametrize("ratio", [0.02, 0.1])
+def test_boundaries_on_bounding_boxes_are_the_full_image_ones(ratio):
+    from seg_d2.evaluation.boundary_iou import _rle_boundaries
+
+    rng = np.random.default_rng(int(ratio * 100))
+    for h, w in [(37, 50), (64, 45), (1, 9)]:
+        masks = random_masks(rng, h, w, 14)
+        rles = [mask_util.encode(np.asfortranarray(m)) for m in masks]
+        for r in rles[::2]:
+            r["counts"] = r["counts"].decode()  # results json: str counts
+        for m, b in zip(masks, _rle_boundaries(rles, ratio)):
+            assert b == official_rle_boundary(m, ratio)  # the same RLE, so the same IoUs
+
+
+class OfficialBoundaryCOCOeval(COCOeval):
+    """Reference Boundary AP as the boundary-iou-api computes it: full-image boundaries of every mask,
+    min(mask IoU, boundary IoU) for non-crowd ground truth; pycocotools for everything else."""
+
+    def computeIoU(self, imgId, catId):
+        gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]
+        if len(gt) == 0 and len(dt) == 0:
+            return []
+        dt = [dt[i] for i in np.argsort([-d["score"] for d in dt], kind="mergesort")][: self.params.maxDets[-1]]
+        crowd = [int(g["iscrowd"]) for g in gt]
+        ious = mask_util.iou([d["segmentation"] for d in dt], [g["segmentation"] for g in gt], crowd)
+        if len(gt) == 0 or len(dt) == 0:
+            return ious
+
+        def boundary(a):
+            return official_rle_boundary(mask_util.decode(a["segmentation"]), 0.02)
+
+        b = mask_util.iou([boundary(d) for d in dt], [boundary(g) for g in gt], crowd)
+        ious = np.array(ious)
+        nc = ~np.array(crowd, bool)
+        ious[:, nc] = np.minimum(ious[:, nc], np.asarray(b)[:, nc])
+        return ious
+
+
+def random_coco(rng, n_images=6, n_instances=8, h=48, w=64):
+    images, anns, results = [], [], []
+    for img in range(1, n_images + 1):
+        images.append({"id": img, "height": h, "width": w, "file_name": f"{img}.png"})
+        for i, m in enumerate(random_masks(rng, h, w, n_instances)):
+            if not m.any():
+                continue
+            rle = mask_util.encode(np.asfortranarray(m))
+            rle["counts"] = rle["counts"].decode()
+            cat = 1 + i % 2
+            anns.append({"id": len(anns) + 1, "image_id": img, "category_id": cat, "segmentation": rle,
+                         "area": float(m.sum()), "bbox": mask_util.toBbox(rle).tolist(), "iscrowd": int(i == 5)})
+            shifted = np.roll(m, tuple(int(v) for v in rng.integers(-2, 3, 2)), axis=(0, 1))
+            for det in (shifted, random_masks(rng, h, w, 1)[0]):  # a near miss, a random one
+                if det.any():
+                    r = mask_util.encode(np.asfortranarray(det))
+                    r["counts"] = r["counts"].decode()
+                    results.append({"image_id": img, "category_id": cat, "segmentation": r,
+                                    "score": float(rng.random())})
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": anns,
+                    "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco, results
+
+
+@pytest.mark.parametrize("fast,workers", [(True, 0), (False, 2)])
+def test_boundary_ap_equals_the_official_computation(monkeypatch, fast, workers):
+    """Boundary AP from bounding-box boundaries (in-process, or in a pool of 2) equals pycocotools with
+    the official full-image boundaries, to the last bit."""
+    biou = importlib.import_module("seg_d2.evaluation.boundary_iou")  # the package's name is the function's
+    monkeypatch.setattr(biou, "POOL_MIN_MASKS", 0)  # the pool even for this small set
+    coco, results = random_coco(np.random.default_rng(7))
+    with contextlib.redirect_stdout(io.StringIO()):
+        ref = OfficialBoundaryCOCOeval(coco, coco.loadRes(copy.deepcopy(results)), "segm")
+        ref.evaluate()
+        ref.accumulate()
+        ref.summarize()
+        ours = evaluate_boundary_on_coco(coco, results, use_fast_impl=fast, workers=workers)
+    assert 0 < ref.stats[0] < 1
+    assert np.array_equal(ours.stats, ref.stats)
+    assert np.array_equal(ours.eval["precision"], ref.eval["precision"])
+    assert ours.ious.keys() == ref.ious.keys()
+    for k, v in ref.ious.items():
+        assert np.array_equal(np.asarray(ours.ious[k]), np.asarray(v)), k

@@ -23,7 +23,10 @@ def test_known_types_cover_the_issue():
 def test_coco_dataset_gets_a_coco_evaluator(tmp_path):
     from detectron2.evaluation import COCOEvaluator
 
-    assert isinstance(build_evaluator(_cfg(tmp_path), "seg_d2_shapes_val"), COCOEvaluator)
+    cfg = _cfg(tmp_path)
+    cfg.TEST.BOUNDARY_AP_WORKERS = 3
+    evaluator = build_evaluator(cfg, "seg_d2_shapes_val")
+    assert isinstance(evaluator, COCOEvaluator) and evaluator._boundary_ap_workers == 3
 
 
 @pytest.mark.parametrize("evaluator_type", [None, "pascal_voc_but_misspelled"])

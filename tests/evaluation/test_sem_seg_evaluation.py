@@ -286,3 +286,73 @@ def test_ground_truth_values_past_the_classes_are_an_error(register, value):
     gt_file = DatasetCatalog.get(name)[0]["sem_seg_file_name"]
     with pytest.raises(ValueError, match=rf"{re.escape(gt_file)}.*\[{value}\].*0\.\.1.*255"):
         evaluate(SemSegBoundaryEvaluator(name, distributed=False), files, [one_hot(pred.clip(0, 1), 2)])
+
+
+# --- the fast paths: detectron2's prediction json, the GPU (torch) path, many classes ---
+
+@pytest.mark.parametrize("dataset_ids", [False, True])
+def test_prediction_json_is_detectron2s(register, dataset_ids):
+    from detectron2.evaluation import SemSegEvaluator
+
+    rng = np.random.default_rng(2)
+    gt = rng.integers(0, 4, (9, 13)).astype(np.uint8)
+    name, files = register([gt], FOUR)
+    if dataset_ids:
+        MetadataCatalog.get(name).set(stuff_dataset_id_to_contiguous_id={10: 0, 20: 1, 30: 2, 40: 3})
+    pred = rng.integers(0, 4, (9, 13))
+    pred[pred == 2] = 1  # a class not predicted
+    ours, theirs = SemSegBoundaryEvaluator(name, distributed=False), SemSegEvaluator(name, distributed=False)
+    for ev in (ours, theirs):
+        ev.reset()
+        ev.process([{"file_name": files[0]}], [{"sem_seg": one_hot(pred, 4)}])
+    assert ours._predictions == theirs._predictions and len(ours._predictions) == 3
+    assert ours.encode_json_sem_seg(pred, "x.png") == theirs.encode_json_sem_seg(pred, "x.png")
+
+
+def test_torch_path_of_the_gpu_counts_as_the_official_band(register):
+    """The histogram computed with torch (the path of a prediction on the GPU), run on CPU tensors."""
+    rng = np.random.default_rng(4)
+    gt = rng.choice(np.array([0, 1, 2, 255], np.uint8), (6, 8)).repeat(5, 0).repeat(5, 1)
+    pred = np.where(rng.random(gt.shape) < 0.1, rng.integers(0, 3, gt.shape), np.where(gt == 255, 0, gt))
+    name, files = register([gt], ["a", "b", "c"])
+    ev = SemSegBoundaryEvaluator(name, distributed=False)
+    gt_n = np.where(gt == 255, 3, gt).astype(np.uint8)
+    hist = ev._joint_histogram_torch(torch.as_tensor(pred, dtype=torch.uint8), torch.from_numpy(gt_n))
+    assert np.array_equal(hist, ev._joint_histogram(pred.astype(np.uint8), gt_n))
+    d = max(1, int(round(0.02 * np.hypot(*gt.shape))))
+    inter, union = official_semantic_boundary_counts(gt, pred, 3, d)
+    ev.reset()
+    ev._accumulate_boundaries(hist)
+    assert np.array_equal(ev._b_inter, inter) and np.array_equal(ev._b_union, union)
+    expected_conf = np.bincount(4 * pred.reshape(-1) + gt_n.reshape(-1), minlength=16).reshape(4, 4)
+    assert np.array_equal(hist.sum(axis=0), expected_conf)
+
+
+def test_many_classes_and_16_bit_label_maps(tmp_path):
+    """300 classes (past uint8: wider labels and keys), 16-bit PNG ground truth, ignore 65535."""
+    from detectron2.evaluation import SemSegEvaluator
+
+    rng = np.random.default_rng(5)
+    n = 300
+    gt = rng.integers(0, n, (5, 7)).astype(np.uint16).repeat(6, 0).repeat(6, 1)
+    gt[:4, :4] = 65535
+    pred = np.where(rng.random(gt.shape) < 0.2, rng.integers(0, n, gt.shape), np.where(gt == 65535, 0, gt))
+    cv2.imwrite(str(tmp_path / "gt.png"), gt)
+    name = f"test_sem_seg_eval_300_{tmp_path.name}"
+    records = [{"file_name": str(tmp_path / "x.jpg"), "sem_seg_file_name": str(tmp_path / "gt.png"),
+                "height": gt.shape[0], "width": gt.shape[1]}]
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(stuff_classes=[f"k{i}" for i in range(n)], ignore_label=65535)
+    try:
+        logits = one_hot(pred, n)
+        ours = evaluate(SemSegBoundaryEvaluator(name, distributed=False), [records[0]["file_name"]], [logits])
+        theirs = evaluate(SemSegEvaluator(name, distributed=False), [records[0]["file_name"]], [logits])
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    for k, v in theirs.items():
+        assert ours[k] == pytest.approx(v, nan_ok=True), k
+    d = max(1, int(round(0.02 * np.hypot(*gt.shape))))
+    inter, union = official_semantic_boundary_counts(gt.astype(np.int64), pred, n, d, ignore=65535)
+    for c in np.flatnonzero(union)[:40]:
+        assert ours[f"BoundaryIoU-k{c}"] == pytest.approx(100 * inter[c] / union[c]), c

@@ -65,3 +65,72 @@ def test_torch_in_torch_out_batched():
 def test_rejects_zero_width():
     with pytest.raises(ValueError, match="width"):
         boundary_band(np.zeros((3, 3)), 0)
+
+
+def per_label_band(labels, width, ignore=None, border_is_boundary=False):
+    """Independent reference: for each label c, its pixels whose (2w+1)-square erosion of
+    "c or don't care" (outside the image: 0 when the border is a boundary, else 1) is 0."""
+    labels = np.asarray(labels)
+    valid = np.ones(labels.shape, bool) if ignore is None else labels != ignore
+    band = np.zeros(labels.shape, bool)
+    k = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+    for c in np.unique(labels[valid]):
+        region = ((labels == c) | ~valid).astype(np.uint8)
+        eroded = cv2.erode(region, k, borderType=cv2.BORDER_CONSTANT, borderValue=0 if border_is_boundary else 1)
+        band |= (labels == c) & valid & (eroded == 0)
+    return band
+
+
+def random_labels(rng, values, shape=(23, 31)):
+    labels = np.full(shape, values[0])
+    for _ in range(6):
+        y, x = rng.integers(-3, shape[0]), rng.integers(-3, shape[1])
+        labels[max(y, 0):y + rng.integers(3, 12), max(x, 0):x + rng.integers(3, 12)] = rng.choice(values)
+    return labels
+
+
+# (dtype, label values, ignore value): bytes; 16 bits; negative labels; a span too wide for bytes
+# (the float path); bool; float labels.
+LABEL_CASES = [
+    (np.uint8, [0, 1, 2, 7, 255], 255),
+    (np.uint16, [3, 4, 9, 65535], 65535),
+    (np.int64, [-5, -1, 0, 2], -1),
+    (np.int32, [0, 1000, 70000, 5], None),
+    (bool, [False, True], None),
+    (np.float32, [0.0, 1.5, 2.0, 4.0], 4.0),
+]
+
+
+@pytest.mark.parametrize("dtype,values,ignore", LABEL_CASES)
+@pytest.mark.parametrize("border", [False, True])
+def test_band_of_any_label_type_equals_per_label_erosion(dtype, values, ignore, border):
+    rng = np.random.default_rng(len(values) + 10 * border)
+    for width in (1, 3):
+        maps = np.stack([random_labels(rng, values) for _ in range(3)]).astype(dtype)
+        expected = np.stack([per_label_band(m, width, ignore, border) for m in maps])
+        band = boundary_band(maps, width, ignore_value=ignore, border_is_boundary=border)
+        assert band.dtype == bool and (band == expected).all()
+        t = boundary_band(torch.from_numpy(maps), width, ignore_value=ignore, border_is_boundary=border)
+        assert isinstance(t, torch.Tensor) and (t.numpy() == expected).all()
+
+
+def test_pooling_max_filter_off_the_cpu_equals_dilation():
+    """The GPU path (two 1-D max pools), run on CPU tensors, against OpenCV's dilation."""
+    from seg_d2.layers.boundary import _pool_max_filter
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 9, (2, 1, 17, 26)).astype(np.float32)
+    for width, pad in [(1, -1.0), (4, 100.0)]:
+        k = np.ones((2 * width + 1, 2 * width + 1), np.uint8)
+        expected = np.stack([cv2.dilate(m[0], k, borderType=cv2.BORDER_CONSTANT, borderValue=pad) for m in x])
+        assert np.array_equal(_pool_max_filter(torch.from_numpy(x), width, pad).numpy()[:, 0], expected)
+
+
+@pytest.mark.parametrize("border", [False, True])
+def test_mask_boundary_is_the_mask_part_of_the_band(border):
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        mask = random_labels(rng, [0, 1], shape=tuple(rng.integers(5, 30, 2))).astype(np.uint8)
+        expected = per_label_band(mask, 2, border_is_boundary=border) & (mask > 0)
+        assert (mask_boundary(mask, 2, border_is_boundary=border) == expected).all()
+        assert (mask_boundary(torch.from_numpy(mask), 2, border_is_boundary=border).numpy() == expected).all()

@@ -119,3 +119,49 @@ def test_tta_and_sliding_window_together():
     with torch.no_grad():
         out = model([{"image": torch.rand(3, 45, 61) * 255, "height": 90, "width": 122}])
     assert out[0]["sem_seg"].shape == (5, 90, 122)
+
+
+def test_sliding_window_batch_contract():
+    """batch_size 1 calls ``predict`` on (C, h, w) windows (old per-window callables work); batch_size N
+    on stacks of up to N windows, the last one partial."""
+    image = torch.randn(2, 70, 97)
+    seen = {1: [], 3: []}
+    for b in seen:
+        def predict(x, b=b):
+            seen[b].append(tuple(x.shape))
+            return x[..., :1, :, :] * 2  # (…, 1, h, w)
+
+        out = sliding_window_inference(predict, image, (32, 40), 0.25, "uniform", batch_size=b)
+        assert torch.allclose(out, image[:1] * 2, atol=1e-6)
+    # windows: rows 0/19/38, columns 0/28/57 -> 9 windows of 32x40
+    assert seen[1] == [(2, 32, 40)] * 9
+    assert seen[3] == [(3, 2, 32, 40)] * 3
+    with pytest.raises(ValueError, match="batch size"):
+        sliding_window_inference(lambda x: x, image, (32, 40), 0.25, "uniform", batch_size=0)
+
+
+def test_batched_windows_give_the_one_at_a_time_result():
+    """Windows stacked 1, 3 or 8 at a time (9 windows that don't tile 70x97 evenly: the last batch of 3
+    and of 8 is partial) give the logits of a hand-written blend of the plain model's prediction of each
+    crop, and identical label maps."""
+    window, overlap = (32, 40), 0.25
+    raw = images([(70, 97)], seed=3)[0]["image"]
+    plain, _ = model_pair("unet_classic_rgb")
+    with torch.no_grad():
+        # reference: detectron2's inference on each crop (rows 0/19/38, columns 0/28/57), gaussian-blended
+        acc, norm = torch.zeros(5, 70, 97), torch.zeros(70, 97)
+        g = torch.exp(-0.5 * ((torch.arange(32.) - 15.5) / 4) ** 2)[:, None] * \
+            torch.exp(-0.5 * ((torch.arange(40.) - 19.5) / 5) ** 2)[None, :]
+        g = g / g.max()
+        for y in (0, 19, 38):
+            for x in (0, 28, 57):
+                acc[:, y : y + 32, x : x + 40] += plain([{"image": raw[:, y : y + 32, x : x + 40]}])[0]["sem_seg"] * g
+                norm[y : y + 32, x : x + 40] += g
+        ref = acc / norm
+        for b in (1, 3, 8):
+            _, model = model_pair("unet_classic_rgb", "TEST.SLIDING_WINDOW.ENABLED", "True",
+                                  "TEST.SLIDING_WINDOW.SIZE", str(list(window)),
+                                  "TEST.SLIDING_WINDOW.OVERLAP", str(overlap), "TEST.SLIDING_WINDOW.BATCH_SIZE", str(b))
+            out = model([{"image": raw}])[0]["sem_seg"]
+            assert torch.allclose(out, ref, atol=1e-4), (b, (out - ref).abs().max())
+            assert torch.equal(out.argmax(0), ref.argmax(0)), b

@@ -1,6 +1,12 @@
-"""Instant runs of tools/train_net.py: train, evaluate, resume, eval-only, two CPU processes."""
+"""Instant runs of tools/train_net.py: train, evaluate, kill -9 and resume, eval-only, two CPU processes."""
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -56,24 +62,60 @@ def test_eval_only_reproduces_the_final_evaluation(instant_run, tmp_path):
     assert f"copypaste: {final['segm/AP']:.4f}" in res.stdout + res.stderr
 
 
-def test_resume_continues_at_next_iteration_with_same_lr(tmp_path):
-    common = ["SOLVER.MAX_ITER", "12", "SOLVER.CHECKPOINT_PERIOD", "6", "SOLVER.STEPS", "(8,)",
-              "DATASETS.TEST", "()"]
-    full = tmp_path / "full"
-    train(full, *common)
-    lr_full = read_metrics(full)[-1]["lr"]
+# kill -9 / --resume: a tiny U-Net (8-channel, 3 levels) on ~48 px shapes, Adam with a poly LR; checkpoints
+# after iterations 2 and 5. tests/engine/train_probe.py records each iteration's images, LR and loss terms.
+RESUME_CONFIG = REPO / "configs" / "Shapes-SemanticSegmentation" / "unet_classic_c16_d3_scratch_adam_bs4_160it.yaml"
+RESUME_OPTS = ["SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "DATASETS.TEST", "()",
+               "SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(40,48)", "INPUT.MAX_SIZE_TRAIN", "64",
+               "MODEL.UNET.BASE_CHANNELS", "8", "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[8,8]"]
+PROBE = REPO / "tests" / "engine" / "train_probe.py"
 
-    # Interrupt after iteration 5: keep only the checkpoint written there, then resume.
-    part = tmp_path / "part"
-    train(part, *common)
-    (part / "model_final.pth").unlink()
-    (part / "last_checkpoint").write_text("model_0000005.pth")
-    res = train(part, *common, flags=["--resume"])
-    log = res.stdout + res.stderr
-    assert "Starting training from iteration 6" in log
-    final = read_metrics(part)[-1]
-    assert final["iteration"] == 11
-    assert final["lr"] == pytest.approx(lr_full, rel=1e-9)
+
+def _probe_cmd(out_dir, *flags):
+    return [sys.executable, "-W", "ignore::FutureWarning", TRAIN_NET, "--config-file", RESUME_CONFIG,
+            "--dataset-module", PROBE, *flags, *RESUME_OPTS, "OUTPUT_DIR", out_dir]
+
+
+def _records(path):
+    return {r["iter"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_kill_9_while_saving_then_resume_continues_exactly(tmp_path):
+    out, log = tmp_path / "run", tmp_path / "probe.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PROBE_LOG": str(log), "PROBE_STALL_AT_SAVE": "2",
+           "OMP_NUM_THREADS": "1"}
+    # the second checkpoint (after iteration 5) stops half-written; SIGKILL while it is being written
+    proc = subprocess.Popen(list(map(str, _probe_cmd(out))), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600
+        while not Path(f"{log}.stalled").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:] if proc.stderr else ""
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert list(out.glob(".model_0000005.pth.tmp*")), "killed while writing the checkpoint of iteration 5"
+    assert not (out / "model_0000005.pth").exists()
+    assert (out / "last_checkpoint").read_text() == "model_0000002.pth"
+    uninterrupted = _records(log)  # the killed run up to the kill: iterations 0..5
+    assert sorted(uninterrupted) == list(range(6))
+
+    log.unlink()
+    env["PROBE_STALL_AT_SAVE"] = "0"
+    res = subprocess.run(list(map(str, _probe_cmd(out, "--resume"))), cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-5000:]
+    assert "Starting training from iteration 3" in res.stdout + res.stderr
+    resumed = _records(log)
+    assert sorted(resumed) == [3, 4, 5]
+    for i in (3, 4, 5):  # same images in the same order, same LR (optimizer and scheduler state), same losses
+        assert resumed[i]["files"] == uninterrupted[i]["files"], i
+        assert resumed[i]["lr"] == pytest.approx(uninterrupted[i]["lr"], rel=1e-12), i
+        assert resumed[i]["losses"] == pytest.approx(uninterrupted[i]["losses"], rel=1e-5, abs=1e-6), i
+    assert (out / "model_final.pth").is_file() and (out / "last_checkpoint").read_text() == "model_final.pth"
+    assert not list(out.glob(".*.tmp*")), "the half-written file of the killed save is removed on --resume"
 
 
 def test_two_cpu_processes(tmp_path):

@@ -1,6 +1,7 @@
 """tools/train_net.py stops on a model that does not fit its data before it trains or evaluates:
 MODEL.SEM_SEG_HEAD.NUM_CLASSES against the datasets' stuff_classes (seg_d2.data.checks)."""
 import importlib.util
+import re
 
 import cv2
 import numpy as np
@@ -99,3 +100,17 @@ def test_mask_scoring_with_detectron2_roi_heads_is_an_error():
     cfg.MODEL.FPN.OUT_CHANNELS, cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 16, 32  # small: only the build is checked
     model = train_net.Trainer.build_model(cfg)
     assert model.roi_heads.mask_iou_head is not None
+
+
+@pytest.mark.parametrize("key, value", [("TEST.CHANNELS_LAST", "True"), ("TEST.COMPILE.ENABLED", "True")])
+def test_semantic_only_inference_options_on_an_instance_model_are_an_error(key, value):
+    """train_net's build_model refuses them, instead of training a model that never applies them."""
+    spec = importlib.util.spec_from_file_location("seg_d2_train_net_checks", TRAIN_NET)
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    args = default_argument_parser().parse_args([
+        "--config-file", str(REPO / "configs/Shapes-InstanceSegmentation/mask_rcnn_R_18_FPN_scratch_bs4_600it.yaml"),
+        key, value, "OUTPUT_DIR", "/tmp/seg_d2_unused"])
+    cfg = train_net.setup(args)
+    with pytest.raises(NotImplementedError, match=rf"{re.escape(key.rsplit('.ENABLED')[0])}.*GeneralizedRCNN"):
+        train_net.Trainer.build_model(cfg)

@@ -49,13 +49,14 @@ def _segm_to_mask(segm, h: int, w: int, where: str) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _categories(datasets: List[dict], background: Optional[str]):
+def _categories(datasets: List[dict], background: Optional[str], files: Sequence[str]):
     """(class names, dataset category id -> contiguous id)."""
     cats = {}
     for d in datasets:
         for c in d["categories"]:
             if c["id"] in cats and cats[c["id"]] != c["name"]:
-                raise COCOFormatError(f"category id {c['id']} is '{cats[c['id']]}' in one json, '{c['name']}' in another")
+                raise COCOFormatError(f"category id {c['id']} is '{cats[c['id']]}' in one json, '{c['name']}' in "
+                                      f"another ({' and '.join(files)})")
             cats[c["id"]] = c["name"]
     offset = 1 if background is not None else 0
     ids = sorted(cats)
@@ -104,8 +105,9 @@ def coco_json_to_sem_seg(
     sources = [(f, k) for f, k in ((stuff_json, "stuff"), (instances_json, "instances")) if f]
     if not sources:
         raise ValueError("coco_json_to_sem_seg needs instances_json and/or stuff_json")
-    datasets = [validate_coco_json(f, image_root) for f, _ in sources]
-    names, cat_map = _categories(datasets, background)
+    # label maps follow the pixels as stored (no EXIF rotation)
+    datasets = [validate_coco_json(f, image_root, exif_transpose=False) for f, _ in sources]
+    names, cat_map = _categories(datasets, background, [f for f, _ in sources])
     if len(names) > ignore_label >= 0:
         raise ValueError(f"ignore_label {ignore_label} collides with the {len(names)} classes")
     if max(len(names) - 1, ignore_label) > 65535:
@@ -115,7 +117,8 @@ def coco_json_to_sem_seg(
         for img in d["images"]:
             prev = images.setdefault(img["id"], img)
             if (prev["height"], prev["width"], prev["file_name"]) != (img["height"], img["width"], img["file_name"]):
-                raise COCOFormatError(f"image id {img['id']} differs between the jsons: {prev} vs {img}")
+                raise COCOFormatError(f"image id {img['id']} differs between the jsons "
+                                      f"{' and '.join(f for f, _ in sources)}: {prev} vs {img}")
     options = dict(ignore_label=ignore_label, background=background, kinds=[k for _, k in sources])
     signature = _signature([f for f, _ in sources], options)
 
@@ -145,22 +148,23 @@ def coco_json_to_sem_seg(
 
     # paint order: stuff (rank 0), crowd (1), instances (2); larger first within a rank, then by id
     anns = []
-    for d, (_, kind) in zip(datasets, sources):
+    for d, (src, kind) in zip(datasets, sources):
         for a in d["annotations"]:
             if "segmentation" not in a:
-                raise COCOFormatError(f"annotation id {a['id']} has no 'segmentation': cannot draw a label map")
+                raise COCOFormatError(f"Invalid COCO json {src}: annotation id {a['id']} has no 'segmentation': cannot "
+                                      f"draw a label map")
             rank = 0 if kind == "stuff" else (1 if a.get("iscrowd", 0) else 2)
-            anns.append((rank, a))
+            anns.append((rank, a, src))
     by_image = {i: [] for i in images}
-    for rank, a in anns:
-        by_image[a["image_id"]].append((rank, a))
+    for rank, a, src in anns:
+        by_image[a["image_id"]].append((rank, a, src))
 
     def write(tmp):
         for img_id, img in images.items():
             h, w = img["height"], img["width"]
             label = np.full((h, w), 0 if background is not None else ignore_label, np.uint16)
-            masks = [(rank, a, _segm_to_mask(a["segmentation"], h, w, f"annotation id {a['id']}"))
-                     for rank, a in by_image[img_id]]
+            masks = [(rank, a, _segm_to_mask(a["segmentation"], h, w, f"{src}: annotation id {a['id']}"))
+                     for rank, a, src in by_image[img_id]]
             masks.sort(key=lambda t: (t[0], -int(t[2].sum()), t[1]["id"]))
             for rank, a, m in masks:
                 label[m] = ignore_label if rank == 1 else cat_map[a["category_id"]]
@@ -198,7 +202,7 @@ def register_coco_sem_seg(
     if not jsons:
         raise ValueError(f"register_coco_sem_seg('{name}') needs instances_json and/or stuff_json")
     datasets = [validate_coco_json(f) for f in jsons]
-    names, cat_map = _categories(datasets, background)
+    names, cat_map = _categories(datasets, background, jsons)
     id_map = dict(cat_map)
     if background is not None and 0 not in id_map:
         id_map[0] = 0

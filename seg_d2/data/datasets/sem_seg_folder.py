@@ -88,7 +88,8 @@ def load_sem_seg_folder(
 
     Raises:
         SemSegDataError: a missing or unreadable folder/file, an image without label map or the
-            reverse, a size mismatch, label values out of range.
+            reverse, a size mismatch, label values out of range (an unreadable image: its base class
+            DataFileError).
     """
     images = _index(image_root, image_exts, "", "image")
     labels = _index(gt_root, gt_exts, gt_suffix, "label map")

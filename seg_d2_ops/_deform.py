@@ -1,23 +1,29 @@
-"""Deformable-convolution ops of detectron2._C, computed by torchvision.ops.deform_conv2d.
+"""Deformable convolution for detectron2, computed by torchvision.ops.deform_conv2d.
+
+``deform_conv`` and ``modulated_deform_conv`` are what the patched detectron2 layers
+(``DeformConv``, ``ModulatedDeformConv``) call: torchvision's op with its own autograd, on any
+device. The ``*_forward`` / ``*_backward*`` functions are the C++ extension's entry points,
+kept for code that calls them directly.
 
 torchvision's kernel has detectron2's semantics: offsets [N, 2 * dg * kh * kw, Ho, Wo] laid out
 as (deformable group, kernel row, kernel column, (dy, dx)); masks [N, dg * kh * kw, Ho, Wo];
 bilinear sampling that reads zeros outside the image; groups and deformable groups taken
 from the tensor shapes. The functions keep the C++ signatures: they write into the output and
 gradient tensors they are given (the ``columns`` / ``ones`` buffers and ``im2col_step`` are
-the CUDA kernels' scratch space and batching, irrelevant here). Backward passes run
-torch.autograd through deform_conv2d, whose backward is torchvision's own kernel.
+the CUDA kernels' scratch space and batching, irrelevant here). Each backward entry point runs
+torch.autograd through deform_conv2d (torchvision's own backward kernel) on its own.
 
 Write semantics follow the CUDA code: the output and the offset / mask gradients are
 overwritten, the input, weight and bias gradients are accumulated into.
 """
 
-import weakref
-
 import torch
+from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
 
 __all__ = [
+    "deform_conv",
+    "modulated_deform_conv",
     "deform_conv_forward",
     "deform_conv_backward_input",
     "deform_conv_backward_filter",
@@ -65,35 +71,6 @@ def _write(dst, src, accumulate):
         dst.copy_(src)
 
 
-class _WeightGradCache:
-    """The weight gradient left over from the last ``deform_conv_backward_input`` call.
-
-    detectron2's _DeformConv.backward calls backward_input and then backward_filter on the
-    same tensors, and the autograd pass of the first yields the weight gradient too. It is kept
-    (weight-sized, so cheap) and handed to backward_filter when that is called on the very same,
-    unmodified input / offset / grad_output tensors with the same parameters.
-    """
-
-    def __init__(self):
-        self._refs, self._params, self._grad = (), None, None
-
-    def put(self, tensors, params, grad):
-        self._refs = tuple((weakref.ref(t), t._version) for t in tensors)
-        self._params, self._grad = params, grad
-
-    def take(self, tensors, params):
-        grad, refs, same_params = self._grad, self._refs, self._params == params
-        self._refs, self._params, self._grad = (), None, None
-        if grad is None or not same_params or len(refs) != len(tensors):
-            return None
-        if all(ref() is t and version == t._version for (ref, version), t in zip(refs, tensors)):
-            return grad
-        return None
-
-
-_weight_grad_cache = _WeightGradCache()
-
-
 def _deform_grads(input, offset, weight, grad_output, mask, bias, stride, padding, dilation):
     """Gradients of deform_conv2d w.r.t. (input, offset, weight, mask, bias) by autograd."""
     with torch.enable_grad():
@@ -110,6 +87,27 @@ def _deform_grads(input, offset, weight, grad_output, mask, bias, stride, paddin
     gm = grads[3] if mask is not None else None
     gb = grads[-1] if bias is not None else None
     return gi, go, gw, gm, gb
+
+
+def deform_conv(input, offset, weight, stride=1, padding=0, dilation=1, groups=1, deformable_groups=1, im2col_step=64):
+    """detectron2's ``deform_conv`` (DCN v1; the arguments of ``_DeformConv.apply``) by
+    torchvision's op and its autograd. ``im2col_step`` is the CUDA kernel's batching: unused."""
+    if input is not None and input.dim() != 4:
+        raise ValueError(f"Expected 4D tensor as input, got {input.dim()}D tensor instead.")
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    _check(input, weight, offset, weight.shape[2], weight.shape[3], groups, deformable_groups)
+    return deform_conv2d(input, offset, weight, None, stride=stride, padding=padding, dilation=dilation)
+
+
+def modulated_deform_conv(
+    input, offset, mask, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, deformable_groups=1
+):
+    """detectron2's ``modulated_deform_conv`` (DCN v2; the arguments of
+    ``_ModulatedDeformConv.apply``) by torchvision's op and its autograd."""
+    _check(input, weight, offset, weight.shape[2], weight.shape[3], groups, deformable_groups, mask)
+    return deform_conv2d(
+        input, offset, weight, bias, stride=_pair(stride), padding=_pair(padding), dilation=_pair(dilation), mask=mask
+    )
 
 
 def deform_conv_forward(
@@ -166,9 +164,7 @@ def deform_conv_backward_input(
     (written to ``gradOffset``); returns 1."""
     x, off, g = _batched(input, offset, gradOutput)
     _check(x, weight, off, kH, kW, group, deformable_group)
-    gi, go, gw, _, _ = _deform_grads(x, off, weight, g, None, None, (dH, dW), (padH, padW), (dilationH, dilationW))
-    params = (kW, kH, dW, dH, padW, padH, dilationW, dilationH, group, deformable_group, tuple(weight.shape))
-    _weight_grad_cache.put((input, offset, gradOutput), params, gw)
+    gi, go, _, _, _ = _deform_grads(x, off, weight, g, None, None, (dH, dW), (padH, padW), (dilationH, dilationW))
     _write(gradInput, gi if input.dim() == 4 else gi[0], accumulate=True)
     _write(gradOffset, go if offset.dim() == 4 else go[0], accumulate=False)
     return 1
@@ -198,14 +194,11 @@ def deform_conv_backward_filter(
     ``gradWeight``; returns 1."""
     x, off, g = _batched(input, offset, gradOutput)
     _check(x, gradWeight, off, kH, kW, group, deformable_group)
-    params = (kW, kH, dW, dH, padW, padH, dilationW, dilationH, group, deformable_group, tuple(gradWeight.shape))
-    gw = _weight_grad_cache.take((input, offset, gradOutput), params)
-    if gw is None:
-        # The weight gradient does not depend on the weight's value (the op is linear in it),
-        # so any tensor of its shape stands in for the weight this op is not given.
-        gw = _deform_grads(
-            x, off, torch.zeros_like(gradWeight), g, None, None, (dH, dW), (padH, padW), (dilationH, dilationW)
-        )[2]
+    # The weight gradient does not depend on the weight's value (the op is linear in it), so any
+    # tensor of its shape stands in for the weight this entry point is not given.
+    gw = _deform_grads(
+        x, off, torch.zeros_like(gradWeight), g, None, None, (dH, dW), (padH, padW), (dilationH, dilationW)
+    )[2]
     gradWeight.add_(gw.to(gradWeight.dtype), alpha=scale)
     return 1
 

@@ -1,0 +1,249 @@
+"""A checkpointer that survives kill -9, refuses corrupt and unsafe files with a clear message, and resumes
+from the newest complete checkpoint.
+
+detectron2's (fvcore's) ``Checkpointer.save`` writes ``model_*.pth`` and ``last_checkpoint`` in place: a
+process killed while saving leaves a truncated file that every later ``--resume`` fails on with torch's
+"PytorchStreamReader failed ...". Its loader also unpickles ``.pkl`` files (and, with ``weights_only=False``,
+``.pth`` files) from any source, which runs whatever code they hold.
+"""
+import io
+import logging
+import os
+import pickle
+import re
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.utils.file_io import PathManager
+
+__all__ = ["CheckpointError", "CorruptCheckpointError", "UnsafeCheckpointError", "SegD2Checkpointer"]
+
+ALLOW_PICKLE_KEY = "SEG_D2.CHECKPOINT.ALLOW_PICKLE"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be loaded; the message names the file."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A truncated or corrupt checkpoint (e.g. written by a process killed while saving)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint that needs full pickle (arbitrary code) to load, while pickle is not allowed."""
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. directories cannot be opened on this platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write_fn) -> None:
+    """Write ``path`` through ``write_fn(file)`` into a temporary file beside it, fsync, then ``os.replace``:
+    a reader (or a process killed meanwhile) sees either the old file or the complete new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)  # the rename itself reaches the disk
+
+
+class _NumpyUnpickler(pickle.Unpickler):
+    """Unpickles containers of numpy arrays and Python scalars only (detectron2's and Caffe2's model zoo
+    ``.pkl`` files); any other global (a class, a function such as ``os.system``) is refused."""
+
+    _SAFE = {
+        ("collections", "OrderedDict"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+        ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"),
+        ("_codecs", "encode"),  # numpy arrays pickled by Python 2 store their bytes through it
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._SAFE:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+
+
+class SegD2Checkpointer(DetectionCheckpointer):
+    """detectron2's ``DetectionCheckpointer`` with:
+
+    * atomic saves: ``model_*.pth`` and ``last_checkpoint`` are written to a temporary file, fsynced and
+      ``os.replace``d, so a kill at any moment leaves the previous checkpoint and tag intact;
+    * safe loading: ``.pth`` files with ``torch.load(weights_only=True)``, ``.pkl`` files (the model zoo's
+      numpy weights) with an unpickler that builds numpy arrays only; a file that needs full pickle
+      raises :class:`UnsafeCheckpointError` unless ``allow_pickle`` (``SEG_D2.CHECKPOINT.ALLOW_PICKLE``);
+    * clear errors: a truncated or corrupt file raises :class:`CorruptCheckpointError` naming it;
+    * resume that validates the last checkpoint and falls back to the newest complete one (logged),
+      and never restarts from scratch while checkpoints exist but none loads.
+    """
+
+    def __init__(self, model, save_dir: str = "", *, save_to_disk: Optional[bool] = None, allow_pickle: bool = False,
+                 **checkpointables):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.allow_pickle = allow_pickle
+        self.logger = logging.getLogger(__name__)
+
+    # --- saving ---
+    def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                     lambda f: f.write(last_filename_basename.encode()))
+
+    # --- loading ---
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        if filename.endswith(".pyth"):  # pycls: detectron2 loads it with full pickle
+            raise NotImplementedError(f"{filename}: pycls .pyth checkpoints are not supported by seg_d2's loader; "
+                                      f"convert it to a .pth state dict")
+        try:
+            if filename.endswith(".pkl"):
+                return super()._load_file(filename) if self.allow_pickle else self._load_pkl(filename)
+            data = self._load_pth(filename)
+        except CheckpointError:
+            raise
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, UnicodeDecodeError) as e:
+            raise CorruptCheckpointError(
+                f"Checkpoint {filename} is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                f"it was probably written by a process that was killed while saving."
+            ) from e
+        return data if "model" in data else {"model": data}
+
+    def _load_pth(self, filename: str) -> Dict[str, Any]:
+        try:
+            return torch.load(filename, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "Weights only load failed" not in str(e):
+                raise  # a truncated legacy (non-zip) file: corrupt
+            if not self.allow_pickle:
+                raise UnsafeCheckpointError(
+                    f"Checkpoint {filename} holds Python objects that only full pickle can load, and unpickling "
+                    f"a file from an unknown source can run arbitrary code. If you trust it, set "
+                    f"{ALLOW_PICKLE_KEY} True. ({str(e).splitlines()[-1] if str(e) else ''})"
+                ) from e
+        self.logger.warning(f"Loading {filename} with full pickle ({ALLOW_PICKLE_KEY} is True)")
+        return torch.load(filename, map_location="cpu", weights_only=False)
+
+    def _load_pkl(self, filename: str) -> Dict[str, Any]:
+        with PathManager.open(filename, "rb") as f:
+            raw = f.read()
+        try:
+            data = _NumpyUnpickler(io.BytesIO(raw), encoding="latin1").load()
+        except pickle.UnpicklingError as e:
+            if "is not allowed" not in str(e):
+                raise
+            raise UnsafeCheckpointError(
+                f"Weights file {filename} is a pickle holding more than numpy arrays ({e}); unpickling a file "
+                f"from an unknown source can run arbitrary code. If you trust it, set {ALLOW_PICKLE_KEY} True."
+            ) from e
+        if not isinstance(data, dict):
+            raise CorruptCheckpointError(f"Weights file {filename} holds a {type(data).__name__}, not a dict of "
+                                         f"weights")
+        # the rest as detectron2's DetectionCheckpointer._load_file does for .pkl
+        if "model" in data and "__author__" in data:
+            self.logger.info(f"Reading a file from '{data['__author__']}'")
+            return data
+        if "blobs" in data:
+            data = data["blobs"]
+        data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+        return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+
+    # --- resuming ---
+    def complete_checkpoints(self) -> List[str]:
+        """``*.pth`` files of ``save_dir``, newest first (temporary files of interrupted saves excluded)."""
+        files = [f for f in self.get_all_checkpoint_files() if not os.path.basename(f).startswith(".")]
+
+        def key(path):
+            m = re.search(r"_(\d+)\.pth$", path)
+            return os.path.getmtime(path), int(m.group(1)) if m else float("inf")
+
+        return sorted(files, key=key, reverse=True)
+
+    def has_checkpoint(self) -> bool:
+        # also when last_checkpoint is missing or empty while checkpoints exist (an interrupted old-style tag)
+        return super().has_checkpoint() or bool(self.save_dir and self.complete_checkpoints())
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """Resume from ``last_checkpoint`` if ``resume`` and a checkpoint exists, falling back to the newest
+        complete checkpoint when it is corrupt or missing (logged); otherwise load ``path`` (weights only).
+        Raises :class:`CorruptCheckpointError` when checkpoints exist and none of them loads."""
+        if resume and self.save_dir and self.save_to_disk:
+            self._remove_interrupted_saves()
+        if not (resume and self.has_checkpoint()):
+            return self.load(path, checkpointables=[])
+        tagged = self.get_checkpoint_file() if super().has_checkpoint() else ""
+        candidates = [tagged] if tagged and os.path.isfile(tagged) else []
+        if tagged and not candidates:
+            self.logger.error(f"last_checkpoint names {tagged}, which does not exist")
+        candidates += [f for f in self.complete_checkpoints() if os.path.abspath(f) != os.path.abspath(tagged)]
+        failures = []
+        for i, candidate in enumerate(candidates):
+            try:
+                checkpoint = self._load_file(candidate)
+            except CorruptCheckpointError as e:
+                self.logger.error(str(e))
+                failures.append(str(e))
+                continue
+            if candidate != tagged:
+                self.logger.warning(
+                    f"Resuming from {candidate}, the newest complete checkpoint"
+                    + (f", instead of {tagged} (last_checkpoint), which cannot be loaded" if tagged else "")
+                )
+            return self._load_checked(candidate, checkpoint)
+        raise CorruptCheckpointError(
+            f"--resume: no checkpoint in {self.save_dir} can be loaded, so training would restart from scratch; "
+            f"move the directory away to do that on purpose.\n" + "\n".join(failures)
+        )
+
+    def _remove_interrupted_saves(self) -> None:
+        """Delete the temporary files that saves killed midway left (never a complete checkpoint)."""
+        for name in PathManager.ls(self.save_dir):
+            if re.fullmatch(r"\.(.+\.pth|last_checkpoint)\.tmp\d+", name):  # as atomic_write names them
+                os.remove(os.path.join(self.save_dir, name))
+                self.logger.info(f"Removed {name}, left in {self.save_dir} by a save that was interrupted")
+
+    def _load_checked(self, path: str, checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+        """``load(path)`` with the file already read (and validated) as ``checkpoint``."""
+        cached = checkpoint
+
+        def read_once(filename):
+            nonlocal cached
+            data, cached = cached, None
+            return data if data is not None else type(self)._load_file(self, filename)
+
+        self._load_file = read_once
+        try:
+            return self.load(path)
+        finally:
+            del self._load_file
