@@ -26,7 +26,7 @@ ROTATED = REPO / "configs" / "Shapes-RotatedDetection" / "rotated_faster_rcnn_R_
 
 # detectron2's COCO recipe, adapted by opts only: shapes data, no download, R-50 sized for a CPU instant run.
 DCONV_OPTS = [
-    "MODEL.WEIGHTS", "", "DATASETS.TRAIN", '("seg_d2_shapes_train",)', "DATASETS.TEST", '("seg_d2_shapes_val",)',
+    "MODEL.WEIGHTS", "", "DATASETS.TRAIN", '("seg_d2_shapes_train",)', "DATASETS.TEST", '("seg_d2_shapes_val_mini",)',
     "MODEL.ROI_HEADS.NUM_CLASSES", "4", "INPUT.MASK_FORMAT", "bitmask",
     "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MAX_SIZE_TEST", "160",
     # from scratch, FrozenBN is an identity and R-50's activations blow up: learn BN, clip gradients
@@ -68,7 +68,7 @@ def test_dconv_mask_rcnn_from_model_zoo(tmp_path):
 
 def test_rotated_faster_rcnn(tmp_path):
     # an untrained model's many rotated proposals make NMS and rotated-box evaluation the slow part
-    train(ROTATED, tmp_path, "SOLVER.MAX_ITER", "10", "MODEL.RPN.PRE_NMS_TOPK_TEST", "200",
+    train(ROTATED, tmp_path, "SOLVER.MAX_ITER", "10", "DATASETS.TEST", '("seg_d2_shapes_rotated_val_mini",)', "MODEL.RPN.PRE_NMS_TOPK_TEST", "200",
           "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "TEST.DETECTIONS_PER_IMAGE", "20")
     metrics = read_metrics(tmp_path)
     assert_finite_losses(metrics, ["total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"])
@@ -79,8 +79,8 @@ def test_rotated_faster_rcnn(tmp_path):
     assert "(proposal_generator): RRPN(" in log and "(roi_heads): RROIHeads(" in log
     assert "ROIAlignRotated(" in log
     # Evaluated on rotated boxes: ground truth and detections are (cx, cy, w, h, angle).
-    inference = tmp_path / "inference" / "seg_d2_shapes_rotated_val"
-    gt = json.loads((inference / "seg_d2_shapes_rotated_val_coco_format.json").read_text())
+    inference = tmp_path / "inference" / "seg_d2_shapes_rotated_val_mini"
+    gt = json.loads((inference / "seg_d2_shapes_rotated_val_mini_coco_format.json").read_text())
     dt = json.loads((inference / "coco_instances_results.json").read_text())
     assert dt and all(len(a["bbox"]) == 5 for a in gt["annotations"] + dt)
     assert any(abs(a["bbox"][4]) > 1 for a in gt["annotations"])

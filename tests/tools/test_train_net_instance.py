@@ -19,6 +19,7 @@ INSTANT = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT
            "SOLVER.MAX_ITER", "12", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
            # keep low-confidence detections, so that a barely trained model still yields every metric
            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+VAL_MINI = ["DATASETS.TEST", '("seg_d2_shapes_val_mini",)']  # plumbing, not accuracy: 8 val scenes
 METRICS = ("AP", "AP50", "AP75")
 BMASK_LOSSES = ("loss_mask", "loss_boundary", "loss_boundary_dice")
 LIGHT_LOSSES = ("loss_mask", "loss_mask_dice", "loss_boundary", "loss_boundary_dice")
@@ -45,7 +46,7 @@ def read_metrics(out_dir, losses):
 @pytest.mark.parametrize("run", sorted(RUNS))
 def test_instant_train_and_evaluate(run, tmp_path):
     config, opts, tasks, losses = RUNS[run]
-    res = run_tool([TRAIN_NET, "--config-file", SHAPES / config, *INSTANT, *opts, "OUTPUT_DIR", tmp_path])
+    res = run_tool([TRAIN_NET, "--config-file", SHAPES / config, *INSTANT, *VAL_MINI, *opts, "OUTPUT_DIR", tmp_path])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     final = read_metrics(tmp_path, losses)
     for task in tasks:

@@ -15,7 +15,8 @@ CONFIGS = {
 }
 INSTANT = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(128,)", "DATALOADER.NUM_WORKERS", "0",
            "SOLVER.WARMUP_ITERS", "5", "SOLVER.MAX_ITER", "10", "SOLVER.CHECKPOINT_PERIOD", "1000",
-           "TEST.EVAL_PERIOD", "0", "MODEL.WEIGHTS", ""]
+           "TEST.EVAL_PERIOD", "0", "MODEL.WEIGHTS", "",
+           "DATASETS.TEST", '("seg_d2_shapes_sem_seg_val_mini",)']  # plumbing, not accuracy: 8 val scenes
 METRICS = ("sem_seg/mIoU", "sem_seg/fwIoU", "sem_seg/mACC", "sem_seg/pACC", "sem_seg/mDice",
            "sem_seg/mBoundaryIoU", "sem_seg/IoU-circle", "sem_seg/Dice-circle", "sem_seg/BoundaryIoU-circle")
 
@@ -42,9 +43,9 @@ def test_instant_train_and_evaluate(family, tmp_path):
     for key in METRICS:
         assert key in final and math.isfinite(final[key]), key
         assert 0.0 <= final[key] <= 100.0, key
-    assert (tmp_path / "inference" / "seg_d2_shapes_sem_seg_val" / "sem_seg_predictions.json").is_file()
+    assert (tmp_path / "inference" / "seg_d2_shapes_sem_seg_val_mini" / "sem_seg_predictions.json").is_file()
     # TEST.VIS_NUM_IMAGES (default 8) prediction | ground truth | error map images, and the per-class table
-    inference = tmp_path / "inference" / "seg_d2_shapes_sem_seg_val"
+    inference = tmp_path / "inference" / "seg_d2_shapes_sem_seg_val_mini"
     assert len(list((inference / "vis").glob("*.png"))) == 8
     with open(inference / "per_class_metrics.csv") as f:
         header, *rows = [line.strip().split(",") for line in f]

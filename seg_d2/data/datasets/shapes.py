@@ -32,6 +32,9 @@ SHAPE_CLASSES = ["circle", "square", "triangle", "star"]
 SHAPE_COLORS = [(220, 60, 60), (60, 180, 75), (0, 130, 200), (245, 180, 50)]  # RGB, for drawing
 SEM_SEG_CLASSES = ["background"] + SHAPE_CLASSES
 SPLITS = {"train": (0, 200), "val": (1, 40)}  # split -> (seed, number of images)
+# seg_d2_shapes{,_sem_seg,_rotated}_val_mini: the first VAL_MINI val scenes, for runs that check plumbing, not
+# accuracy (as detectron2's coco_2017_val_100).
+VAL_MINI = 8
 IMAGE_SIZES = [(128, 128), (128, 160), (160, 128), (160, 160)]  # (height, width)
 MIN_VISIBLE_AREA = 40  # pixels; objects occluded below this are dropped from the annotations
 
@@ -184,3 +187,9 @@ def register_shapes(datasets_root: str) -> None:
             image_root=image_root, sem_seg_root=gt_root, evaluator_type="sem_seg", ignore_label=255,
             stuff_classes=list(SEM_SEG_CLASSES), stuff_colors=[(0, 0, 0)] + list(SHAPE_COLORS),
         )
+    for full in ("seg_d2_shapes_val", "seg_d2_shapes_sem_seg_val"):
+        mini = f"{full}_mini"
+        DatasetCatalog.register(mini, lambda full=full: DatasetCatalog.get(full)[:VAL_MINI])
+        # no json_file: the COCO evaluator builds its ground truth from these scenes only
+        meta = {k: v for k, v in MetadataCatalog.get(full).as_dict().items() if k not in ("name", "json_file")}
+        MetadataCatalog.get(mini).set(**meta)

@@ -122,5 +122,5 @@ def register_rotated_instances(name: str, source_name: str) -> None:
 
 def register_shapes_rotated() -> None:
     """Register ``seg_d2_shapes_rotated_{split}`` (needs ``seg_d2_shapes_{split}`` registered)."""
-    for split in SPLITS:
+    for split in [*SPLITS, "val_mini"]:
         register_rotated_instances(f"seg_d2_shapes_rotated_{split}", f"seg_d2_shapes_{split}")
