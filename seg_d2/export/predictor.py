@@ -21,7 +21,7 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import Instances
 
 from seg_d2.modeling.sem_seg_inference import sliding_window_inference, tta_inference
-from seg_d2.utils.predictor import SetupError, image_to_rgb, read_image
+from seg_d2.utils.predictor import ImageFormatMixin, SetupError
 
 from .exporter import EXPORT_INFO, model_file_name
 from .instance import outputs_to_instances
@@ -63,7 +63,7 @@ def load_exported(path: str, input_style: str = "tensor") -> Callable[[torch.Ten
     return run_torchscript
 
 
-class ExportedPredictor:
+class ExportedPredictor(ImageFormatMixin):
     """One exported model (the folder that ``tools/deploy/export_model.py`` wrote, or its model file
     with ``export.json`` beside it) as a predictor of single images (H, W, C) in ``input_format``.
 
@@ -100,17 +100,6 @@ class ExportedPredictor:
         known = name and name in MetadataCatalog.list()
         self.metadata = MetadataCatalog.get(name) if known else Metadata(name="__none")
         self.run = load_exported(model_path, info.get("input_style", "tensor"))
-
-    def read_image(self, path: str) -> np.ndarray:
-        return read_image(path, self.input_format)
-
-    def to_rgb(self, image: np.ndarray) -> np.ndarray:
-        return image_to_rgb(image, self.input_format)
-
-    def from_bgr(self, frame: np.ndarray) -> np.ndarray:
-        from seg_d2.utils.predictor import bgr_to_format
-
-        return bgr_to_format(frame, self.input_format)
 
     def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Semantic logits ``(K, h, w)`` of one image ``(C, h, w)`` at the model's input size, with the

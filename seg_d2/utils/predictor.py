@@ -26,7 +26,7 @@ from seg_d2.modeling import check_model_config
 
 __all__ = [
     "SetupError", "is_lazy_config", "load_config", "config_datasets", "weights_key", "SegPredictor",
-    "read_image", "image_to_rgb", "bgr_to_format",
+    "read_image", "image_to_rgb", "bgr_to_format", "ImageFormatMixin",
 ]
 
 logger = logging.getLogger(__name__)
@@ -150,7 +150,24 @@ def bgr_to_format(frame: np.ndarray, format: str) -> np.ndarray:
     return d2_utils.convert_PIL_to_numpy(Image.fromarray(np.ascontiguousarray(frame[:, :, ::-1])), format)
 
 
-class SegPredictor:
+class ImageFormatMixin:
+    """Image reading and conversions of a predictor whose model takes ``self.input_format`` images
+    (shared by :class:`SegPredictor` and seg_d2.export's ``ExportedPredictor``, which tools/demo.py's
+    drawing code both serve)."""
+
+    input_format: str
+
+    def read_image(self, path: str) -> np.ndarray:
+        return read_image(path, self.input_format)
+
+    def to_rgb(self, image: np.ndarray) -> np.ndarray:
+        return image_to_rgb(image, self.input_format)
+
+    def from_bgr(self, frame: np.ndarray) -> np.ndarray:
+        return bgr_to_format(frame, self.input_format)
+
+
+class SegPredictor(ImageFormatMixin):
     """Build the model of a loaded config, load its weights, and predict one image at a time.
 
     Inputs are preprocessed as the config's test loader does: ``INPUT.MIN_SIZE_TEST``/``MAX_SIZE_TEST``
@@ -254,15 +271,6 @@ class SegPredictor:
             )
         checkpointer._log_incompatible_keys(incompatible)
         logger.info(f"Loaded weights {path}")
-
-    def read_image(self, path: str) -> np.ndarray:
-        return read_image(path, self.input_format)
-
-    def to_rgb(self, image: np.ndarray) -> np.ndarray:
-        return image_to_rgb(image, self.input_format)
-
-    def from_bgr(self, frame: np.ndarray) -> np.ndarray:
-        return bgr_to_format(frame, self.input_format)
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray) -> dict:

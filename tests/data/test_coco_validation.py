@@ -20,18 +20,9 @@ from seg_d2.data.checks import dataset_thing_classes
 from seg_d2.data.datasets import COCOFormatError, register_coco_dataset, validate_coco_json
 from seg_d2.data.datasets import coco_instances
 from seg_d2.data.datasets.coco_instances import _rle_string_counts
-from tests.data.test_coco_instances import H, W, _rle, _uncompressed, fresh_name, valid_dataset, write
+from tests.data.test_coco_instances import H, W, _rle, _set as _at, _uncompressed, fresh_name, valid_dataset, write
 
 NAN, INF = float("nan"), float("inf")
-
-
-def _at(path, value):
-    def mutate(d):
-        node = d
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-    return mutate
 
 
 def _bad_runs(d):
