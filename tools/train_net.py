@@ -78,7 +78,7 @@ class Trainer(DefaultTrainer):
         super().resume_or_load(resume=resume)
         if self.start_iter > 0:  # resumed: the data stream continues after the batches of iterations 0..iter
             self.data_stream.resume(self._resumed_data, num_batches=self.start_iter)
-            self._trainer._data_loader_iter = None  # its workers (if any) hold the old sampler
+            # a new iterator: the old one's workers (if any) hold the old sampler
             self._trainer._data_loader_iter = iter(self._trainer.data_loader)
 
     def train(self):
