@@ -5,15 +5,18 @@
    (box pooler 7x7 over p2-p5 with 512 RoIs per image, mask pooler 14x14 with 128), and
    ``roi_align_rotated_forward/backward`` at angle 0, against torchvision's ``roi_align`` (which
    computes the same thing there); forward, and forward + backward.
-2. Training s/iter of Mask R-CNN R-50-FPN and BMask R-CNN R-50-FPN on the shapes dataset, with
+2. Training s/iter of Mask R-CNN R-50-FPN and BMask R-CNN R-50-FPN on the shapes dataset and on the
+   real aerial buildings (``../shared/data/make_real_buildings.py``, built when missing), with
    detectron2's ``ROIAlign`` running torchvision's op or seg_d2_ops' CPU path (the switch is
    ``detectron2.layers.roi_align._CPU_ROI_ALIGN``); the two alternate iteration by iteration in one
    process, on the same batches, so that machine load hits both alike.
 
-Usage: python benchmarks/bench_roi_ops.py [--threads 2] [--repeat 3] [--iters 3] [--skip-models]
+Usage: python benchmarks/bench_roi_ops.py [--threads 2] [--repeat 3] [--iters 3]
+           [--datasets shapes,real_buildings] [--skip-models] [--skip-ops]
 """
 import argparse
 import importlib
+import itertools
 import os
 import statistics
 import sys
@@ -25,6 +28,9 @@ from torchvision.ops import roi_align as tv_roi_align
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the ops from source
 import seg_d2_ops  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_bmask  # noqa: E402  (the real buildings set: built and registered once, there)
 
 
 def timeit(fn, repeat):
@@ -93,7 +99,7 @@ def bench_ops(repeat, gen):
     return rows
 
 
-def bench_models(iters, threads):
+def bench_models(iters, threads, datasets):
     from detectron2.data import build_detection_train_loader
     from detectron2.modeling import build_model
     from detectron2.utils.events import EventStorage
@@ -108,14 +114,21 @@ def bench_models(iters, threads):
         "Mask R-CNN R-50-FPN": os.path.join(REPO, "configs", "Base-RCNN-FPN.yaml"),
         "BMask R-CNN R-50-FPN": os.path.join(REPO, "configs", "COCO-InstanceSegmentation", "bmask_rcnn_R_50_FPN_1x.yaml"),
     }
+    data_opts = {  # dataset -> options; both sets are resized to the same 320 px
+        "shapes": ["DATASETS.TRAIN", "('seg_d2_shapes_train',)", "MODEL.ROI_HEADS.NUM_CLASSES", "4"],
+        "real_buildings": ["DATASETS.TRAIN", "('seg_d2_real_buildings_train',)", "MODEL.ROI_HEADS.NUM_CLASSES", "1"],
+    }
+    if "real_buildings" in datasets:
+        bench_bmask.prepare_real_buildings(bench_bmask.REAL_BUILDINGS_SCRIPT)
+        bench_bmask.register_real_buildings()
     rows = []
-    for name, path in variants.items():
+    for (name, path), dataset in itertools.product(variants.items(), datasets):
         cfg = get_cfg()
         cfg.merge_from_file(path)
         cfg.merge_from_list([
             "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.MASK_ON", "True", "MODEL.RESNETS.DEPTH", "50",
-            "MODEL.ROI_HEADS.NUM_CLASSES", "4", "DATASETS.TRAIN", "('seg_d2_shapes_train',)",
-            "INPUT.MASK_FORMAT", "bitmask", "INPUT.MIN_SIZE_TRAIN", "(320,)", "INPUT.MAX_SIZE_TRAIN", "480",
+            *data_opts[dataset], "INPUT.MASK_FORMAT", "bitmask",
+            "INPUT.MIN_SIZE_TRAIN", "(320,)", "INPUT.MAX_SIZE_TRAIN", "480",
             "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
             "MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", "0",  # random init: FrozenBN overflows
         ])
@@ -145,8 +158,8 @@ def bench_models(iters, threads):
                     times[impl].append(step(batch, impl))
         roi_align_module._CPU_ROI_ALIGN = fast
         ref, ours = statistics.median(times["torchvision"]), statistics.median(times["seg_d2_ops"])
-        rows.append((f"{name} train s/iter (bs 2, 320 px, {threads} thr)", ours, ref))
-        print(f"  {name}: torchvision {['%.2f' % t for t in times['torchvision']]} s, "
+        rows.append((f"{name} {dataset} train s/iter (bs 2, {threads} thr)", ours, ref))
+        print(f"  {name} on {dataset}: torchvision {['%.2f' % t for t in times['torchvision']]} s, "
               f"seg_d2_ops {['%.2f' % t for t in times['seg_d2_ops']]} s", flush=True)
     return rows
 
@@ -156,9 +169,11 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--iters", type=int, default=3, help="timed training iterations per implementation")
+    parser.add_argument("--datasets", default="shapes,real_buildings", help="training data of the model timings")
     parser.add_argument("--skip-models", action="store_true")
     parser.add_argument("--skip-ops", action="store_true")
     args = parser.parse_args(argv)
+    os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO, "datasets"))
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, seg_d2_ops from "
           f"{os.path.dirname(seg_d2_ops.__file__)}; ratio = torchvision time / ours (> 1: ours faster)")
@@ -172,7 +187,7 @@ def main(argv=None):
     if not args.skip_ops:
         show(bench_ops(args.repeat, torch.Generator().manual_seed(0)), "ms", 1e3)
     if not args.skip_models:
-        show(bench_models(args.iters, args.threads), "s", 1.0)
+        show(bench_models(args.iters, args.threads, args.datasets.split(",")), "s", 1.0)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
 """Shared test set-up: datasets live in the repo's ./datasets (generated on first use, git-ignored)."""
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Python's warning machinery as this process started, before pytest's (restored in forked tool runs)
+_ORIGINAL_WARNING_FILTERS = list(warnings.filters)
+_ORIGINAL_SHOWWARNING = warnings.showwarning
 os.environ.setdefault("DETECTRON2_DATASETS", str(REPO / "datasets"))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -19,15 +26,102 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-def run_tool(args, cwd=None, env=None, timeout=900):
-    """Run ``python <args>`` from the repo root with seg_d2 importable; return CompletedProcess."""
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-W", "ignore::FutureWarning", *map(str, args)], cwd=cwd or REPO, env=full_env,
-        capture_output=True, text=True, timeout=timeout,
-    )
+def run_tool(args, cwd=None, env=None, timeout=900, fresh=False):
+    """Run ``python <script> <args>`` from the repo root with seg_d2 importable; return CompletedProcess.
+
+    The script runs as ``__main__`` in a child forked from this test process, which has imported torch,
+    detectron2 and seg_d2 already: that start-up is 6 s of CPU per run, which dozens of tool runs paid
+    again and again. A new interpreter (``fresh=True``) where a test is about the start-up itself (import
+    warnings, modules replaced before import), where ``env`` changes the environment (read at import
+    time: DETECTRON2_DATASETS, CITYSCAPES_*, the display), and where forking is unsafe (torch running
+    several threads, whose OpenMP pool a child cannot use, or a process group already set up).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if fresh or env or torch.get_num_threads() != 1 or (dist.is_available() and dist.is_initialized()):
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, "-W", "ignore::FutureWarning", *map(str, args)], cwd=cwd or REPO, env=full_env,
+            capture_output=True, text=True, timeout=timeout,
+        )
+    return _run_forked([str(a) for a in args], str(cwd or REPO), timeout)
+
+
+def _run_forked(argv, cwd, timeout):
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                code = _forked_main(argv, cwd, out.fileno(), err.fileno())
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired(argv, timeout)
+            time.sleep(0.05)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = (f.read().decode("utf-8", "replace") for f in (out, err))
+    return subprocess.CompletedProcess([sys.executable, *argv], os.waitstatus_to_exitcode(status), stdout, stderr)
+
+
+def _forked_main(argv, cwd, out_fd, err_fd):
+    """What ``python -W ignore::FutureWarning <argv>`` would do, in a forked child; returns the exit code."""
+    import logging
+    import runpy
+    import traceback
+    import warnings
+
+    from detectron2.utils import logger as d2_logger
+
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    sys.stdin = open(os.devnull)
+    # as in a new interpreter: no logging set up by earlier tests (nor pytest's capture handlers), Python's
+    # own warning filters, and signals at their defaults
+    for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(lg, logging.Logger):
+            lg.handlers.clear()
+    d2_logger.setup_logger.cache_clear()
+    warnings.showwarning = _ORIGINAL_SHOWWARNING
+    warnings.filters[:] = _ORIGINAL_WARNING_FILTERS
+    warnings._filters_mutated()  # forget which warnings were shown already
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(sig, signal.SIG_DFL)
+    os.chdir(cwd)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    sys.argv = list(argv)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))  # as python <script> does
+    code = 0
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
 
 
 @pytest.fixture(scope="session")

@@ -301,7 +301,7 @@ def test_works_where_detectron2s_cityscapes_modules_are_broken(cs_root, tmp_path
             assert isinstance(sys.modules[name], Broken), name
         print("OK")
     """))
-    res = run_tool([script], cwd=REPO)
+    res = run_tool([script], cwd=REPO, fresh=True)
     assert res.returncode == 0 and res.stdout.strip().endswith("OK"), res.stdout[-2000:] + res.stderr[-4000:]
 
 

@@ -13,7 +13,7 @@ INSTALLER = REPO / "tools" / "install_detectron2.py"
 
 
 def test_second_run_does_nothing():
-    res = run_tool([INSTALLER])
+    res = run_tool([INSTALLER], fresh=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "nothing to do" in res.stdout or "leaving it alone" in res.stdout
 
@@ -80,7 +80,7 @@ def test_a_tampered_sdist_is_refused_before_anything_is_unpacked(tmp_path):
 
     sdist = _fake_sdist(tmp_path / "pb1-detectron2-0.6.tar.gz")
     before = Path(detectron2.__file__).read_bytes()
-    res = run_tool([INSTALLER, "--sdist", sdist])  # no --force: the shared environment is never rebuilt here
+    res = run_tool([INSTALLER, "--sdist", sdist], fresh=True)  # no --force: the shared environment is never rebuilt here
     assert res.returncode == 2, res.stdout + res.stderr
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
     assert f"{sdist} is not the pb1-detectron2==0.6 source distribution" in res.stdout
