@@ -5,15 +5,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Python's warning machinery as this process started, before pytest's (restored in forked tool runs)
-_ORIGINAL_WARNING_FILTERS = list(warnings.filters)
-_ORIGINAL_SHOWWARNING = warnings.showwarning
 os.environ.setdefault("DETECTRON2_DATASETS", str(REPO / "datasets"))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -59,6 +57,8 @@ def _run_forked(argv, cwd, timeout):
             code = 1
             try:
                 code = _forked_main(argv, cwd, out.fileno(), err.fileno())
+            except BaseException:
+                traceback.print_exc()
             finally:
                 os._exit(code)
         deadline = time.monotonic() + timeout
@@ -79,10 +79,10 @@ def _run_forked(argv, cwd, timeout):
 
 def _forked_main(argv, cwd, out_fd, err_fd):
     """What ``python -W ignore::FutureWarning <argv>`` would do, in a forked child; returns the exit code."""
+    import atexit
     import logging
     import runpy
-    import traceback
-    import warnings
+    import threading
 
     from detectron2.utils import logger as d2_logger
 
@@ -96,13 +96,13 @@ def _forked_main(argv, cwd, out_fd, err_fd):
     for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
         if isinstance(lg, logging.Logger):
             lg.handlers.clear()
+    logging._handlerList.clear()  # so that the child's logging.shutdown() flushes none of the parent's files
     d2_logger.setup_logger.cache_clear()
-    warnings.showwarning = _ORIGINAL_SHOWWARNING
-    warnings.filters[:] = _ORIGINAL_WARNING_FILTERS
-    warnings._filters_mutated()  # forget which warnings were shown already
+    _restore_python_warnings()
     warnings.filterwarnings("ignore", category=FutureWarning)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
         signal.signal(sig, signal.SIG_DFL)
+    atexit._clear()  # pytest's and xdist's exit handlers are not the tool's
     os.chdir(cwd)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     sys.argv = list(argv)
@@ -119,9 +119,32 @@ def _forked_main(argv, cwd, out_fd, err_fd):
     except BaseException:
         traceback.print_exc()
         code = 1
+    # what the interpreter does at exit: wait for the tool's threads, run its exit handlers (they close
+    # its log files), flush
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     return code
+
+
+def _restore_python_warnings():
+    """Python's warning filters and display as the interpreter started, undoing pytest's recording of
+    warnings: the list the C module started with (pytest's contexts replace ``warnings.filters`` with
+    copies) and the display function of an unmodified copy of the warnings module."""
+    import _warnings
+    import importlib.util
+
+    spec = importlib.util.find_spec("warnings")
+    pristine = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pristine)
+    warnings.filters = list(_warnings.filters)
+    warnings.showwarning = warnings._showwarning_orig
+    warnings._showwarnmsg_impl = pristine._showwarnmsg_impl
+    warnings._filters_mutated()  # forget which warnings were shown already
 
 
 @pytest.fixture(scope="session")
