@@ -36,7 +36,7 @@ DCONV_OPTS = [
     "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "200", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100",
     "MODEL.RPN.PRE_NMS_TOPK_TEST", "200", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "TEST.DETECTIONS_PER_IMAGE", "20",
-    "SOLVER.MAX_ITER", "8",
+    "SOLVER.MAX_ITER", "4",
 ]
 
 
@@ -68,7 +68,7 @@ def test_dconv_mask_rcnn_from_model_zoo(tmp_path):
 
 def test_rotated_faster_rcnn(tmp_path):
     # an untrained model's many rotated proposals make NMS and rotated-box evaluation the slow part
-    train(ROTATED, tmp_path, "SOLVER.MAX_ITER", "10", "DATASETS.TEST", '("seg_d2_shapes_rotated_val_mini",)', "MODEL.RPN.PRE_NMS_TOPK_TEST", "200",
+    train(ROTATED, tmp_path, "SOLVER.MAX_ITER", "5", "DATASETS.TEST", '("seg_d2_shapes_rotated_val_mini",)', "MODEL.RPN.PRE_NMS_TOPK_TEST", "200",
           "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "TEST.DETECTIONS_PER_IMAGE", "20")
     metrics = read_metrics(tmp_path)
     assert_finite_losses(metrics, ["total_loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"])

@@ -15,8 +15,8 @@ TRAIN_NET = REPO / "tools" / "train_net.py"
 CONFIGS = REPO / "configs"
 SHAPES = CONFIGS / "Shapes-InstanceSegmentation"
 INSTANT = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MIN_SIZE_TEST", "128",
-           "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "10", "TEST.EVAL_PERIOD", "0",
-           "SOLVER.MAX_ITER", "12", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
+           "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "3", "TEST.EVAL_PERIOD", "0",
+           "SOLVER.MAX_ITER", "6", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
            # keep low-confidence detections, so that a barely trained model still yields every metric
            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
 VAL_MINI = ["DATASETS.TEST", '("seg_d2_shapes_val_mini",)']  # plumbing, not accuracy: 8 val scenes

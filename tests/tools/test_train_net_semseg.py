@@ -14,7 +14,7 @@ CONFIGS = {
     "fcn8s_R_50": SHAPES / "fcn8s_R_50_scratch_bs8_600it.yaml",
 }
 INSTANT = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(128,)", "DATALOADER.NUM_WORKERS", "0",
-           "SOLVER.WARMUP_ITERS", "5", "SOLVER.MAX_ITER", "10", "SOLVER.CHECKPOINT_PERIOD", "1000",
+           "SOLVER.WARMUP_ITERS", "2", "SOLVER.MAX_ITER", "5", "SOLVER.CHECKPOINT_PERIOD", "1000",
            "TEST.EVAL_PERIOD", "0", "MODEL.WEIGHTS", "",
            "DATASETS.TEST", '("seg_d2_shapes_sem_seg_val_mini",)']  # plumbing, not accuracy: 8 val scenes
 METRICS = ("sem_seg/mIoU", "sem_seg/fwIoU", "sem_seg/mACC", "sem_seg/pACC", "sem_seg/mDice",
