@@ -114,10 +114,8 @@ def bench_models(iters, threads, datasets):
         "Mask R-CNN R-50-FPN": os.path.join(REPO, "configs", "Base-RCNN-FPN.yaml"),
         "BMask R-CNN R-50-FPN": os.path.join(REPO, "configs", "COCO-InstanceSegmentation", "bmask_rcnn_R_50_FPN_1x.yaml"),
     }
-    data_opts = {  # dataset -> options; both sets are resized to the same 320 px
-        "shapes": ["DATASETS.TRAIN", "('seg_d2_shapes_train',)", "MODEL.ROI_HEADS.NUM_CLASSES", "4"],
-        "real_buildings": ["DATASETS.TRAIN", "('seg_d2_real_buildings_train',)", "MODEL.ROI_HEADS.NUM_CLASSES", "1"],
-    }
+    # the shapes, overridden by bench_bmask's options of each dataset; both are resized to the same 320 px
+    shapes_opts = ["DATASETS.TRAIN", "('seg_d2_shapes_train',)", "MODEL.ROI_HEADS.NUM_CLASSES", "4"]
     if "real_buildings" in datasets:
         bench_bmask.prepare_real_buildings(bench_bmask.REAL_BUILDINGS_SCRIPT)
         bench_bmask.register_real_buildings()
@@ -127,7 +125,7 @@ def bench_models(iters, threads, datasets):
         cfg.merge_from_file(path)
         cfg.merge_from_list([
             "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.MASK_ON", "True", "MODEL.RESNETS.DEPTH", "50",
-            *data_opts[dataset], "INPUT.MASK_FORMAT", "bitmask",
+            *shapes_opts, *bench_bmask.DATASETS[dataset], "INPUT.MASK_FORMAT", "bitmask",
             "INPUT.MIN_SIZE_TRAIN", "(320,)", "INPUT.MAX_SIZE_TRAIN", "480",
             "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
             "MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", "0",  # random init: FrozenBN overflows

@@ -38,14 +38,17 @@ def run_tool(args, cwd=None, env=None, timeout=900, fresh=False):
     import torch.distributed as dist
 
     if fresh or env or torch.get_num_threads() != 1 or (dist.is_available() and dist.is_initialized()):
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        full_env.update(env or {})
+        full_env = {**os.environ, "PYTHONPATH": _pythonpath(), **(env or {})}
         return subprocess.run(
             [sys.executable, "-W", "ignore::FutureWarning", *map(str, args)], cwd=cwd or REPO, env=full_env,
             capture_output=True, text=True, timeout=timeout,
         )
     return _run_forked([str(a) for a in args], str(cwd or REPO), timeout)
+
+
+def _pythonpath():
+    """PYTHONPATH with the repository first: seg_d2 importable in the tool and in what it starts."""
+    return os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 
 def _run_forked(argv, cwd, timeout):
@@ -104,7 +107,7 @@ def _forked_main(argv, cwd, out_fd, err_fd):
         signal.signal(sig, signal.SIG_DFL)
     atexit._clear()  # pytest's and xdist's exit handlers are not the tool's
     os.chdir(cwd)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    os.environ["PYTHONPATH"] = _pythonpath()
     sys.argv = list(argv)
     sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))  # as python <script> does
     code = 0
