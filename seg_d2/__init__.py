@@ -13,6 +13,7 @@ with _warnings.catch_warnings():
     # detectron2 v0.6 and fvcore call torch.jit.script at import time, which recent torch versions deprecate
     # with a FutureWarning per call: not the user's concern, and nothing they can act on.
     _warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+    from . import compat  # noqa: F401  (on a compiled detectron2: deformable conv on CPU through torchvision)
     from . import data  # noqa: F401  (registers datasets)
     from . import modeling  # noqa: F401  (registers models)
 from . import model_zoo  # noqa: F401  (get_config_file, get_config: configs shipped with the package)

@@ -1,6 +1,7 @@
 """seg_d2's config keys, added to a detectron2 config by ``add_seg_d2_config``; ``get_cfg`` (the entry
 point for user code) and ``apply_cpu_fallback``."""
 from detectron2.config import CfgNode as CN
+from detectron2.layers import ShapeSpec
 
 
 def get_cfg():
@@ -35,6 +36,12 @@ def apply_cpu_fallback(cfg):
     if frozen:
         cfg.freeze()
     return cfg
+
+
+def shape_spec(**kwargs) -> ShapeSpec:
+    """``ShapeSpec(**kwargs)`` as a LazyConfig target (``L(shape_spec)(channels=256)``): detectron2 main turns a
+    dataclass target such as ``ShapeSpec`` into its name, which its ``LazyConfig.to_py`` then cannot print."""
+    return ShapeSpec(**kwargs)
 
 
 def add_seg_d2_config(cfg):

@@ -150,6 +150,39 @@ def _restore_python_warnings():
     warnings._filters_mutated()  # forget which warnings were shown already
 
 
+def pytest_collection_modifyitems(config, items):
+    """Cross-stack tests (tests/test_cross_stack.py) compare this detectron2 with the one that
+    SEG_D2_OTHER_PYTHON runs; without it they are deselected, and the summary says so."""
+    if os.environ.get("SEG_D2_OTHER_PYTHON"):
+        return
+    dropped = [item for item in items if item.get_closest_marker("cross_stack")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("cross_stack")]
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if not os.environ.get("SEG_D2_OTHER_PYTHON"):  # (said here: with xdist the workers collect)
+        terminalreporter.write_line("tests/test_cross_stack.py deselected: it needs SEG_D2_OTHER_PYTHON, an interpreter "
+                                    "with the other detectron2 (.ci/run runs it while it tests detectron2 main)")
+
+
 @pytest.fixture(scope="session")
 def repo():
     return REPO
+
+
+def _is_provisioned():
+    from seg_d2.compat import is_pure_pytorch_build
+
+    return is_pure_pytorch_build()
+
+
+# Tests of what tools/install_detectron2.py provisions (detectron2 v0.6 with seg_d2's fixes and a _C that is
+# seg_d2_ops): they skip where detectron2 was compiled (main, or a user's own build), whose code is its own.
+provisioned_only = pytest.mark.skipif(
+    not _is_provisioned(), reason="specific to the provisioned detectron2 v0.6 (pure-PyTorch _C); this one is compiled")
+
+# detectron2's compiled fast COCOeval (C++) sums precision in another order than pycocotools: the same numbers
+# to the last bit or two. seg_d2_ops' (the provisioned build's) equals pycocotools exactly.
+COCOEVAL_FAST_ATOL = 0.0 if _is_provisioned() else 1e-12

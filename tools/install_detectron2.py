@@ -18,17 +18,27 @@ of the patches, the shim or this tool does (the recipe hash below).
 
 It is idempotent: a second run finds the same build installed and does nothing.
 
+``--source PATH`` instead compiles detectron2 (main, or any release) from a source tree or its tarball,
+for users who want the detectron2 that teams compile today. It needs a C++ compiler, torch installed,
+and setuptools (``--no-build-isolation``); CPU ops only unless a CUDA toolkit is found. The wheel is cached
+outside the checkout (``$SEG_D2_CACHE``, default ``~/.cache/seg_d2``), keyed by the source's sha256, the
+torch version and the Python version, so a second environment or CI run on the same machine reuses it.
+A compiled detectron2 whose ``_C`` is the cached wheel's is left as it is.
+
 Usage:
     python tools/install_detectron2.py [--force] [--sdist PATH]
+    python tools/install_detectron2.py --source ../shared/detectron2-main/detectron2-main-02b5c4e2.tar.gz
 """
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -199,6 +209,93 @@ def build_and_install(sdist: Path, work: Path, rhash: str) -> None:
          "installing the detectron2 wheel")
 
 
+def source_key(source: Path) -> str:
+    """sha256 of the source (the tarball's bytes, or a tree's paths and contents), the torch version and the
+    Python version: what the compiled wheel depends on."""
+    h = hashlib.sha256()
+    if source.is_file():
+        h.update(source.read_bytes())
+    else:
+        for p in sorted(q for q in source.rglob("*") if q.is_file() and ".git" not in q.parts):
+            h.update(str(p.relative_to(source)).encode())
+            h.update(p.read_bytes())
+    import torch
+
+    h.update(f"torch {torch.__version__} python {sys.version_info[0]}.{sys.version_info[1]}".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SEG_D2_CACHE") or Path.home() / ".cache" / "seg_d2")
+
+
+def _wheel_c_sha256(wheel: Path):
+    """sha256 of the wheel's detectron2/_C file (None without one)."""
+    with zipfile.ZipFile(wheel) as z:
+        names = [n for n in z.namelist() if n.startswith("detectron2/_C") and "/" not in n[len("detectron2/"):]]
+        return hashlib.sha256(z.read(names[0])).hexdigest() if names else None
+
+
+def build_source_wheel(source: Path, dest: Path) -> Path:
+    """Compile detectron2 from ``source`` (a tree or a tarball of one) into a wheel in ``dest``."""
+    with tempfile.TemporaryDirectory(prefix="segd2_d2source_") as tmp:
+        tree = source
+        if source.is_file():
+            log(f"unpacking {source.name}")
+            try:
+                with tarfile.open(source) as tar:
+                    tar.extractall(tmp, filter="data")
+            except tarfile.TarError as e:
+                raise ProvisionError(f"--source {source}: not a readable tarball ({e})") from None
+            tops = [p for p in Path(tmp).iterdir() if p.is_dir()]
+            tree = tops[0] if len(tops) == 1 else Path(tmp)
+        if not (tree / "setup.py").is_file() or not (tree / "detectron2" / "__init__.py").is_file():
+            raise ProvisionError(f"--source {source}: no detectron2 source tree inside (expected setup.py and "
+                                 f"detectron2/__init__.py at its top)")
+        if shutil.which(os.environ.get("CXX", "c++")) is None:
+            raise ProvisionError(f"--source {source}: compiling detectron2 needs a C++ compiler "
+                                 f"({os.environ.get('CXX', 'c++')} is not on the PATH); install g++ first")
+        log(f"compiling detectron2 from {source} (a few minutes on 2 cores) ...")
+        out = Path(tmp) / "wheel"
+        _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(tree)],
+             "compiling detectron2")
+        wheel = next(out.glob("detectron2-*.whl"))
+        dest.mkdir(parents=True, exist_ok=True)
+        final = dest / wheel.name
+        shutil.copy(wheel, dest / (wheel.name + ".part"))
+        os.replace(dest / (wheel.name + ".part"), final)  # a killed build leaves no half wheel in the cache
+        return final
+
+
+def install_from_source(source: Path) -> int:
+    if not source.exists():
+        raise ProvisionError(f"--source {source}: no such file or folder")
+    key = source_key(source)
+    cache = cache_root() / "detectron2-wheels" / key
+    wheels = sorted(cache.glob("detectron2-*.whl"))
+    info = probe_installed()
+    if wheels and "error" not in info and not info.get("pure") and Path(info["c_file"]).is_file() and (
+            hashlib.sha256(Path(info["c_file"]).read_bytes()).hexdigest() == _wheel_c_sha256(wheels[0])):
+        log(f"detectron2 compiled from {source.name} (build {key}) is already installed at {info['path']}; "
+            "nothing to do.")
+        return 0
+    if wheels:
+        log(f"reusing the cached wheel {wheels[0]} (build {key})")
+        wheel = wheels[0]
+    else:
+        wheel = build_source_wheel(source, cache)
+        log(f"cached {wheel}")
+    log(f"installing {wheel.name}")
+    _run([sys.executable, "-m", "pip", "install", "--no-deps", "--force-reinstall", "--upgrade", str(wheel)],
+         "installing the detectron2 wheel")
+    after = probe_installed()
+    if "error" in after:
+        raise ProvisionError(f"detectron2 was installed but does not import: {after['error']}")
+    log(f"done: detectron2 {after['version']} compiled from {source.name} at {after['path']} (build {key}). "
+        "detectron2's own model_zoo.get_config needs setuptools<81 (it imports pkg_resources); seg_d2 does not.")
+    return 0
+
+
 def _run(cmd, what: str) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
@@ -212,7 +309,11 @@ def main(argv=None) -> int:
                         help="rebuild and reinstall seg_d2's detectron2 build even if it is current "
                         "(a compiled detectron2 is never replaced)")
     parser.add_argument("--sdist", type=Path, help="use this pb1-detectron2-0.6.tar.gz instead of fetching it")
+    parser.add_argument("--source", type=Path, help="compile detectron2 from this source tree or tarball (e.g. "
+                        "main) instead, cached by its sha256; replaces the detectron2 installed here")
     args = parser.parse_args(argv)
+    if args.source and (args.sdist or args.force):
+        parser.error("--source builds detectron2 from source; --sdist and --force are for the provisioned v0.6")
 
     if args.sdist:  # a wrong file is refused even when nothing would be rebuilt
         try:
@@ -226,6 +327,13 @@ def main(argv=None) -> int:
     except ImportError:
         log("error: torch is not installed in this environment; install requirements/base.txt first.")
         return 2
+
+    if args.source:
+        try:
+            return install_from_source(args.source)
+        except ProvisionError as e:
+            log(f"error: {e}")
+            return 2
 
     info = probe_installed()
     rhash = recipe_hash()

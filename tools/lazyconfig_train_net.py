@@ -31,12 +31,12 @@ from detectron2.engine import (
     hooks,
     launch,
 )
-from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
+from seg_d2.compat import create_ddp_model
 from seg_d2.engine import GuardedTrainer, SegD2Checkpointer
 
 logger = logging.getLogger("detectron2")

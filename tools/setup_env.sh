@@ -2,6 +2,8 @@
 # Idempotent set-up, sourced by tools/quickstart.sh and tools/test.sh:
 # creates the virtual environment (default ./.venv, or $SEG_D2_VENV) if missing, installs the pinned
 # requirements, provisions detectron2, installs seg_d2 in editable mode and byte-compiles its sources.
+# detectron2 is the provisioned v0.6, or, with SEG_D2_DETECTRON2_SOURCE set to a source tree or tarball
+# (e.g. detectron2 main), compiled from it (tools/install_detectron2.py --source, wheel cached by sha256).
 set -euo pipefail
 SEG_D2_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SEG_D2_VENV:-$SEG_D2_ROOT/.venv}"
@@ -20,7 +22,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 else
   echo "[setup] pinned requirements already installed in $VENV"
 fi
-"$PY" "$SEG_D2_ROOT/tools/install_detectron2.py"
+"$PY" "$SEG_D2_ROOT/tools/install_detectron2.py" ${SEG_D2_DETECTRON2_SOURCE:+--source "$SEG_D2_DETECTRON2_SOURCE"}
 # seg_d2 is installed editable, so pip compiled none of its modules; where PYTHONDONTWRITEBYTECODE is set
 # (as on our CI machines) every process would compile them again at import (~0.7 s of each start-up).
 "$PY" -m compileall -q -j 0 "$SEG_D2_ROOT/seg_d2" "$SEG_D2_ROOT/seg_d2_ops" "$SEG_D2_ROOT/tools" > /dev/null

@@ -22,13 +22,13 @@ import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 
 import detectron2.utils.comm as comm
 from detectron2.engine import AMPTrainer, DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.engine.defaults import create_ddp_model
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 from detectron2.projects.deeplab import build_lr_scheduler
 
 from seg_d2 import apply_cpu_fallback, get_cfg, model_zoo
+from seg_d2.compat import create_ddp_model, restart_data_loader
 from seg_d2.data import (
     add_dataset_arguments, build_test_loader, build_train_loader, check_model_and_data, merge_dataset_arguments,
     register_datasets_from_config, set_num_classes_from_data,
@@ -79,7 +79,7 @@ class Trainer(DefaultTrainer):
         if self.start_iter > 0:  # resumed: the data stream continues after the batches of iterations 0..iter
             self.data_stream.resume(self._resumed_data, num_batches=self.start_iter)
             # a new iterator: the old one's workers (if any) hold the old sampler
-            self._trainer._data_loader_iter = iter(self._trainer.data_loader)
+            restart_data_loader(self._trainer)
 
     def train(self):
         if self._resumed_rng is not None:

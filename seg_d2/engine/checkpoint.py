@@ -123,6 +123,14 @@ class SegD2Checkpointer(DetectionCheckpointer):
                      lambda f: f.write(last_filename_basename.encode()))
 
     # --- loading ---
+    def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            # detectron2 main asserts this is None when a load starts, and resets it only after a load that
+            # succeeded: a refused or corrupt file would break every later load on this checkpointer.
+            self._parsed_url_during_load = None
+
     def _load_file(self, filename: str) -> Dict[str, Any]:
         if filename.endswith(".pyth"):  # pycls: detectron2 loads it with full pickle
             raise NotImplementedError(f"{filename}: pycls .pyth checkpoints are not supported by seg_d2's loader; "

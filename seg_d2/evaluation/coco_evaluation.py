@@ -9,10 +9,10 @@ import numpy as np
 from tabulate import tabulate
 
 from detectron2.evaluation import COCOEvaluator
-from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
+from ..compat import evaluate_predictions_on_coco
 from .boundary_iou import boundary_cocoeval_class
 
 __all__ = ["COCOBoundaryEvaluator", "evaluate_boundary_on_coco"]
@@ -127,7 +127,7 @@ class COCOBoundaryEvaluator(COCOEvaluator):
         for task in sorted(tasks):
             assert task in {"bbox", "segm", "keypoints"}, f"Got unknown task: {task}!"
             results = mask_results if task == "segm" else coco_results
-            coco_eval = _evaluate_predictions_on_coco(
+            coco_eval = evaluate_predictions_on_coco(
                 self._coco_api, results, task, kpt_oks_sigmas=self._kpt_oks_sigmas,
                 use_fast_impl=self._use_fast_impl, img_ids=img_ids, max_dets_per_image=self._max_dets_per_image,
             ) if results else None  # cocoapi does not handle empty results well

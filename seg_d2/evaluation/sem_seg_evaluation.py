@@ -1,6 +1,8 @@
 """Semantic segmentation evaluation: detectron2's SemSegEvaluator plus per-class Dice and Boundary IoU."""
+import itertools
+import json
 import os
-from collections.abc import Mapping
+from collections import OrderedDict
 
 import cv2
 import numpy as np
@@ -9,7 +11,7 @@ import torch
 from tabulate import tabulate
 
 from detectron2.evaluation import SemSegEvaluator
-from detectron2.utils.comm import all_gather, is_main_process
+from detectron2.utils.comm import all_gather, is_main_process, synchronize
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
@@ -17,27 +19,56 @@ from ..data.sem_seg_io import SemSegDataError, read_label_map
 from ..layers import boundary_band
 from .boundary_iou import dilation_pixels
 
-__all__ = ["SemSegBoundaryEvaluator"]
+__all__ = ["SemSegBoundaryEvaluator", "semantic_metrics"]
 
 
-class _NoDictLogs:
-    """A logger that drops messages that are dicts (detectron2's SemSegEvaluator logs its raw results
-    dict), passing everything else on."""
+def semantic_metrics(conf_matrix: np.ndarray, b_inter: np.ndarray, b_union: np.ndarray, class_names) -> dict:
+    """seg_d2's semantic metrics, in percent, from the (n + 1) x (n + 1) confusion matrix (rows: predicted,
+    columns: ground truth, last: ignored) and the per-class Boundary IoU band counts.
 
-    def __init__(self, logger):
-        self._logger = logger
+    The class set: every mean (mIoU, mDice, mBoundaryIoU) averages over the classes present in the ground
+    truth or in the predictions, as detectron2 v0.6's mIoU does; a class only predicted scores 0 (IoU, Dice
+    and Boundary IoU), a class in neither is NaN. Accuracy is defined for the ground truth's classes: mACC
+    averages over them, fwIoU weights IoU by their pixel frequency, pACC counts all labelled pixels. With
+    no labelled pixel at all, every value is NaN.
+    """
+    n = len(class_names)
+    tp = conf_matrix.diagonal()[:n].astype(float)
+    pos_gt = conf_matrix[:n, :n].sum(axis=0).astype(float)
+    pos_pred = conf_matrix[:n, :n].sum(axis=1).astype(float)
+    in_gt = pos_gt > 0
+    present = in_gt | (pos_pred > 0)
+    iou, acc, dice, biou = (np.full(n, np.nan) for _ in range(4))
+    iou[present] = tp[present] / (pos_gt + pos_pred - tp)[present]
+    acc[in_gt] = tp[in_gt] / pos_gt[in_gt]
+    dice[present] = 2 * tp[present] / (pos_gt + pos_pred)[present]
+    # A class with no band pixel at all (its every edge ignored) falls back to its mask IoU, the
+    # limit of Boundary IoU as the band widens.
+    biou[present] = iou[present]
+    has_band = present & (b_union > 0)
+    biou[has_band] = b_inter[has_band] / b_union[has_band]
 
-    def info(self, msg, *args, **kwargs):
-        if not isinstance(msg, Mapping):
-            self._logger.info(msg, *args, **kwargs)
+    def mean(values, where):
+        return 100 * float(np.mean(values[where])) if where.any() else float("nan")
 
-    def __getattr__(self, name):
-        return getattr(self._logger, name)
+    total = pos_gt.sum()
+    res = {
+        "mIoU": mean(iou, present),
+        "fwIoU": 100 * float(np.sum(iou[in_gt] * pos_gt[in_gt]) / total) if total else float("nan"),
+        "mACC": mean(acc, in_gt),
+        "pACC": 100 * float(tp.sum() / total) if total else float("nan"),
+        "mDice": mean(dice, present),
+        "mBoundaryIoU": mean(biou, present),
+    }
+    for metric, values in (("IoU", iou), ("ACC", acc), ("Dice", dice), ("BoundaryIoU", biou)):
+        res.update({f"{metric}-{name}": 100 * float(v) for name, v in zip(class_names, values)})
+    return res
 
 
 class SemSegBoundaryEvaluator(SemSegEvaluator):
-    """detectron2's SemSegEvaluator: mIoU, fwIoU, mACC, pACC, per-class IoU and ACC, and the
-    predictions saved as COCO-format RLE json (``sem_seg_predictions.json``); plus
+    """detectron2's SemSegEvaluator (its data reading, process loop and prediction json,
+    ``sem_seg_predictions.json``), with metrics that mean the same on detectron2 v0.6 and main:
+    mIoU, fwIoU, mACC, pACC, per-class IoU and ACC, plus
 
     - ``Dice-{class}`` and ``mDice``: ``2 TP / (2 TP + FP + FN)`` per class, from the same confusion matrix;
     - ``BoundaryIoU-{class}`` and ``mBoundaryIoU`` (Cheng et al. 2021): the IoU of the boundary
@@ -46,9 +77,9 @@ class SemSegBoundaryEvaluator(SemSegEvaluator):
       over the dataset like mIoU. Ignored pixels are "don't care": they count in neither band, and
       the edge of an ignored region is no boundary.
 
-    mIoU, mDice and mBoundaryIoU average over the same classes, detectron2's mIoU set: those present
-    in the ground truth or in the predictions (a class only predicted scores 0); per-class values are
-    NaN for the other classes (detectron2's ``IoU-{class}`` is NaN for a class only predicted, too).
+    The class set of the means and the NaN rules are :func:`semantic_metrics`'s. detectron2's own
+    ``evaluate()`` is not used: main averages mIoU over the ground truth's classes only, and its
+    ``BoundaryIoU-{class}`` erodes the whole label map at once, which is not Cheng et al.'s per-class band.
 
     The bands of all classes come from one max and one min filter over each label map (OpenCV on bytes
     on the CPU, max pools on the GPU when the prediction is there), and one histogram of (band, predicted
@@ -191,43 +222,26 @@ class SemSegBoundaryEvaluator(SemSegEvaluator):
         return json_list
 
     def evaluate(self):
-        if self._distributed:  # gather ours on every rank before super() gathers the rest
-            inter, union = all_gather(self._b_inter), all_gather(self._b_union)
-            if is_main_process():
-                self._b_inter, self._b_union = sum(inter), sum(union)
-        logger, self._logger = self._logger, _NoDictLogs(self._logger)  # its raw dict of np.float64: our tables instead
-        try:
-            results = super().evaluate()
-        finally:
-            self._logger = logger
-        if results is None:  # not the main process
-            return None
-        res = results["sem_seg"]
-        tp = self._conf_matrix.diagonal()[:-1].astype(float)
-        pos_gt = self._conf_matrix[:-1, :-1].sum(axis=0).astype(float)
-        pos_pred = self._conf_matrix[:-1, :-1].sum(axis=1).astype(float)
-        present = (pos_gt + pos_pred) > 0  # detectron2's mIoU classes: in the ground truth or predicted
-        dice = np.full(self._num_classes, np.nan)
-        dice[present] = 2 * tp[present] / (pos_gt[present] + pos_pred[present])
-        # A class with no band pixel at all (its every edge ignored) falls back to its mask IoU, the
-        # limit of Boundary IoU as the band widens.
-        biou = np.full(self._num_classes, np.nan)
-        biou[present] = tp[present] / (pos_gt + pos_pred - tp)[present]
-        has_band = self._b_union > 0
-        biou[has_band] = self._b_inter[has_band] / self._b_union[has_band]
-        res["mDice"] = 100 * float(np.mean(dice[present])) if present.any() else float("nan")
-        res["mBoundaryIoU"] = 100 * float(np.mean(biou[present])) if present.any() else float("nan")
-        for i, name in enumerate(self._class_names):
-            res[f"Dice-{name}"] = 100 * dice[i]
-        for i, name in enumerate(self._class_names):
-            res[f"BoundaryIoU-{name}"] = 100 * biou[i]
-        for key, value in res.items():
-            res[key] = float(value)  # plain numbers: NumPy 2 prints its scalars as np.float64(...)
+        """mIoU, fwIoU, mACC, pACC, mDice, mBoundaryIoU and the per-class values, computed here from the
+        confusion matrix and the band counts (not by detectron2's ``evaluate()``, whose class set and
+        Boundary IoU differ between v0.6 and main), so that they mean the same on either."""
+        if self._distributed:
+            synchronize()
+            gathered = all_gather((self._conf_matrix, self._b_inter, self._b_union, self._predictions))
+            if not is_main_process():
+                return None
+            self._conf_matrix, self._b_inter, self._b_union = (sum(g[i] for g in gathered) for i in range(3))
+            self._predictions = list(itertools.chain(*(g[3] for g in gathered)))
+        if self._output_dir:
+            PathManager.mkdirs(self._output_dir)
+            with PathManager.open(os.path.join(self._output_dir, "sem_seg_predictions.json"), "w") as f:
+                f.write(json.dumps(self._predictions))
+        res = semantic_metrics(self._conf_matrix, self._b_inter, self._b_union, self._class_names)
         self._log_tables(res)
         if self._output_dir:
             with PathManager.open(os.path.join(self._output_dir, "sem_seg_evaluation.pth"), "wb") as f:
                 torch.save(res, f)
-        return results
+        return OrderedDict({"sem_seg": res})
 
     def _log_tables(self, res: dict) -> None:
         summary = {k: res[k] for k in ("mIoU", "fwIoU", "mACC", "pACC", "mDice", "mBoundaryIoU") if k in res}

@@ -11,10 +11,12 @@ configs/...`` and the configs' ``_BASE_`` paths use). A built wheel ships them a
     cfg = model_zoo.get_config("Shapes-SemanticSegmentation/unet_R_50_scratch_bs8_600it.yaml")
 """
 import difflib
+import importlib.util
 import os
 from typing import List
 
-__all__ = ["configs_root", "list_configs", "get_config_file", "get_config", "resolve_config_file"]
+__all__ = ["configs_root", "list_configs", "get_config_file", "get_config", "resolve_config_file",
+           "get_detectron2_config_file", "get_detectron2_config"]
 
 _PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 _REPOSITORY = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
@@ -104,3 +106,32 @@ def get_config(config_path: str):
     cfg = get_cfg()
     cfg.merge_from_file(path)
     return apply_cpu_fallback(cfg)
+
+
+def get_detectron2_config_file(config_path: str) -> str:
+    """The absolute path of a config of detectron2's own model zoo (e.g. "common/models/mask_rcnn_fpn.py"),
+    found without importing ``detectron2.model_zoo``: detectron2 main's imports ``pkg_resources``, which
+    setuptools >= 81 no longer ships."""
+    spec = importlib.util.find_spec("detectron2.model_zoo")
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    for root in roots:
+        path = os.path.join(root, "configs", *str(config_path).split("/"))
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"'{config_path}' is not in detectron2's model zoo (searched "
+                            f"{[os.path.join(r, 'configs') for r in roots]})")
+
+
+def get_detectron2_config(config_path: str):
+    """A config of detectron2's own model zoo, as ``detectron2.model_zoo.get_config(path)`` gives it
+    (untrained): ``LazyConfig.load`` of a ``.py``; a yaml merged into :func:`seg_d2.get_cfg`."""
+    path = get_detectron2_config_file(config_path)
+    if path.endswith(".py"):
+        from detectron2.config import LazyConfig
+
+        return LazyConfig.load(path)
+    from ..config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(path)
+    return cfg

@@ -1,4 +1,5 @@
-"""seg_d2_ops (detectron2._C) fast COCOeval entry points against pycocotools' COCOeval."""
+"""seg_d2_ops' fast COCOeval entry points (detectron2._C's, in the provisioned build) against pycocotools' COCOeval,
+through detectron2's COCOeval_opt. They run with seg_d2_ops as its _C on a compiled detectron2 too."""
 
 import contextlib
 import copy
@@ -15,6 +16,13 @@ import seg_d2_ops as ops
 import detectron2.evaluation.fast_eval_api as fast_eval_api
 
 SIZE = 200  # images are SIZE x SIZE
+
+
+@pytest.fixture(autouse=True)
+def _seg_d2_ops_as_c(monkeypatch):
+    """detectron2's COCOeval_opt calls these ops through its module's _C: make that seg_d2_ops, whichever
+    detectron2 is installed."""
+    monkeypatch.setattr(fast_eval_api, "_C", ops)
 
 
 def _box_polygon(x, y, w, h):
@@ -129,13 +137,14 @@ def test_fast_path_is_enabled():
 
 
 def test_detectron2_evaluator_uses_fast_path():
-    import detectron2.evaluation.coco_evaluation as coco_evaluation
+    from seg_d2.compat import evaluate_predictions_on_coco
+
     gt, dets = _dataset(4)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
-        fast = coco_evaluation._evaluate_predictions_on_coco(coco_gt, copy.deepcopy(dets), "bbox", use_fast_impl=True)
+        fast = evaluate_predictions_on_coco(coco_gt, copy.deepcopy(dets), "bbox", use_fast_impl=True)
     assert isinstance(fast, fast_eval_api.COCOeval_opt)
     ref = _evaluate(COCOeval, gt, dets, "bbox")
     assert np.array_equal(fast.stats, ref.stats)

@@ -243,7 +243,8 @@ def test_bad_shapes_raise():
 
 
 def _detectron2_layers():
-    # Fails without the provisioning fix `deform_conv_on_cpu` (layers/deform_conv.py refused CPU).
+    # Fails without the provisioning fix `deform_conv_on_cpu` (v0.6's layers/deform_conv.py refused CPU) and, on a
+    # compiled detectron2 main (no CPU groups, no CPU backward), without seg_d2.compat.route_cpu_deform_conv.
     import detectron2.layers as layers
 
     return layers

@@ -10,7 +10,9 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 from torch import nn
 
-from tests.conftest import run_tool
+from tests.conftest import provisioned_only, run_tool
+
+pytestmark = provisioned_only
 
 
 def test_pillow10_extent_transform_default_interp():

@@ -50,21 +50,25 @@ _current = {}
 
 def run_step(self):
     inner = self._trainer
-    inner._data_loader_iter = rec = _Recorder(inner._data_loader_iter)
+    # where the iterator lives: detectron2 main's _data_loader_iter is a read-only property over this attribute
+    attr = ("_data_loader_iter_obj" if isinstance(getattr(type(inner), "_data_loader_iter", None), property)
+            else "_data_loader_iter")
+    rec = _Recorder(inner._data_loader_iter)
+    setattr(inner, attr, rec)
     _current.clear()
     _current.update(iter=self.iter, lr=inner.optimizer.param_groups[0]["lr"])
     try:
         _run_step(self)
     finally:
-        inner._data_loader_iter = rec.it
+        setattr(inner, attr, rec.it)
     _current["files"] = rec.files
     _log.write(json.dumps(_current) + "\n")
     _log.flush()
 
 
-def write_metrics(loss_dict, data_time, prefix=""):
+def write_metrics(loss_dict, data_time, *args, **kwargs):  # main adds cur_iter before prefix
     _current["losses"] = {k: float(v.detach()) for k, v in loss_dict.items()}
-    return _write_metrics(loss_dict, data_time, prefix)
+    return _write_metrics(loss_dict, data_time, *args, **kwargs)
 
 
 DefaultTrainer.run_step, SimpleTrainer.write_metrics = run_step, staticmethod(write_metrics)

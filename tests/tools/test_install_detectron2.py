@@ -1,10 +1,12 @@
-"""tools/install_detectron2.py: idempotent, leaves compiled builds alone, fails clearly offline."""
+"""tools/install_detectron2.py: idempotent, leaves compiled builds alone, fails clearly offline; --source builds
+detectron2 from source into a cache keyed by its sha256."""
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_tool
+from tests.conftest import REPO, provisioned_only, run_tool
 
 sys.path.insert(0, str(REPO / "tools"))
 from detectron2_patches import PATCHES, Patch, PatchError, apply_patches  # noqa: E402
@@ -29,6 +31,7 @@ def test_compiled_detectron2_is_left_alone(tmp_path):
     assert "leaving it alone" in res.stdout
 
 
+@provisioned_only  # a compiled detectron2 is left alone before any fetch
 def test_unreachable_sdist_fails_with_a_clear_message():
     import detectron2
 
@@ -110,3 +113,61 @@ def test_the_hash_is_checked_on_the_build_path_too(tmp_path, monkeypatch):
     monkeypatch.setattr(inst, "probe_installed", lambda: {"error": "not importable"} if not built else
                         {"version": "0.6", "path": "x", "pure": True})
     assert inst.main(["--force", "--sdist", str(sdist)]) == 0 and len(built) == 1
+
+
+def _fake_detectron2_source(root, version="0.6"):
+    """A source tree shaped like detectron2's (setup.py, detectron2/__init__.py, a "compiled" _C), tarred as
+    git archive writes it; it builds in seconds."""
+    import tarfile
+
+    tree = root / "detectron2-main-fake"
+    (tree / "detectron2").mkdir(parents=True)
+    (tree / "setup.py").write_text("from setuptools import setup\n"
+                                   f"setup(name='detectron2', version='{version}', packages=['detectron2'])\n")
+    (tree / "detectron2" / "__init__.py").write_text(f"__version__ = '{version}'\n")
+    (tree / "detectron2" / "_C.py").write_text("def has_cuda():\n    return False\n")  # stands in for the .so
+    tarball = root / "detectron2-main-fake.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(tree, arcname=tree.name)
+    return tarball
+
+
+def test_source_build_is_cached_by_sha256_and_reused(tmp_path):
+    """--source compiles into a wheel cached outside the checkout under the source's key; a second run with
+    it installed does nothing, and a new environment installs the cached wheel without compiling again."""
+    import hashlib
+
+    import torch
+
+    tarball = _fake_detectron2_source(tmp_path)
+    site, cache = tmp_path / "site", tmp_path / "cache"
+    env = {"PIP_TARGET": str(site), "PYTHONPATH": str(site), "SEG_D2_CACHE": str(cache)}
+    first = run_tool([INSTALLER, "--source", tarball], env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    h = hashlib.sha256(tarball.read_bytes())
+    h.update(f"torch {torch.__version__} python {sys.version_info[0]}.{sys.version_info[1]}".encode())
+    wheels = list((cache / "detectron2-wheels" / h.hexdigest()[:16]).glob("detectron2-0.6-*.whl"))
+    assert len(wheels) == 1, list(cache.rglob("*"))
+    assert "compiling detectron2 from" in first.stdout and (site / "detectron2" / "_C.py").is_file()
+    assert "setuptools<81" in first.stdout
+
+    again = run_tool([INSTALLER, "--source", tarball], env=env)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
+
+    shutil.rmtree(site)  # a new environment on the same machine
+    fresh_env = run_tool([INSTALLER, "--source", tarball], env=env)
+    assert fresh_env.returncode == 0, fresh_env.stdout + fresh_env.stderr
+    assert "reusing the cached wheel" in fresh_env.stdout and "compiling" not in fresh_env.stdout
+    assert (site / "detectron2" / "_C.py").is_file()
+
+
+def test_source_that_is_not_detectron2_fails_clearly(tmp_path):
+    env = {"SEG_D2_CACHE": str(tmp_path / "cache")}
+    missing = run_tool([INSTALLER, "--source", tmp_path / "nope.tar.gz"], env=env)
+    assert missing.returncode == 2 and f"--source {tmp_path / 'nope.tar.gz'}: no such file or folder" in missing.stdout
+    (tmp_path / "empty").mkdir()
+    empty = run_tool([INSTALLER, "--source", tmp_path / "empty"], env=env)
+    assert empty.returncode == 2 and "no detectron2 source tree inside" in empty.stdout, empty.stdout
+    for res in (missing, empty):
+        assert "Traceback" not in res.stdout + res.stderr
+    assert not (tmp_path / "cache" / "detectron2-wheels").exists() or not any((tmp_path / "cache").rglob("*.whl"))

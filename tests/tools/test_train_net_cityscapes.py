@@ -84,9 +84,9 @@ def test_stock_detectron2_mask_rcnn(datasets_root, tmp_path):
 
 
 def test_stock_detectron2_semantic_fpn(datasets_root, tmp_path):
-    from detectron2 import model_zoo
+    from seg_d2.model_zoo import get_detectron2_config_file
 
-    final, _ = instant_run(model_zoo.get_config_file("Misc/semantic_R_50_FPN_1x.yaml"), datasets_root, tmp_path,
+    final, _ = instant_run(get_detectron2_config_file("Misc/semantic_R_50_FPN_1x.yaml"), datasets_root, tmp_path,
                            "DATASETS.TRAIN", "('seg_d2_cityscapes_fine_sem_seg_train',)",
                            "DATASETS.TEST", "('seg_d2_cityscapes_fine_sem_seg_val',)",
                            "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "19", "MODEL.SEM_SEG_HEAD.IGNORE_VALUE", "255",

@@ -1,5 +1,5 @@
-"""Instant train_net runs of models that need detectron2's C++ ops, here served by seg_d2's pure-PyTorch
-``detectron2._C``: deformable convolution (detectron2's own DCN config) and rotated boxes (RRPN +
+"""Instant train_net runs of models that need detectron2's C++ ops (seg_d2's pure-PyTorch ``detectron2._C`` on
+the provisioned build; on a compiled one, its kernels and torchvision's CPU deformable convolution): deformable convolution (detectron2's own DCN config) and rotated boxes (RRPN +
 RROIHeads with ROIAlignRotated, rotated NMS and rotated IoU), plus the rotated shapes data they train on.
 """
 import json
@@ -11,17 +11,17 @@ import torch
 
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.model_zoo import get_config_file
 from detectron2.structures import BoxMode, RotatedBoxes
 
 from seg_d2 import add_seg_d2_config
 from seg_d2.data.build import build_mapper
 from seg_d2.data.datasets.shapes_rotated import mask_to_rotated_box, rotated_box_dicts
 from seg_d2.data.rotated_mapper import RotatedDatasetMapper, uses_rotated_boxes
+from seg_d2.model_zoo import get_detectron2_config_file
 from tests.conftest import REPO, run_tool
 from tests.tools.test_train_net import INSTANT, TRAIN_NET, read_metrics
 
-DCONV = get_config_file("Misc/mask_rcnn_R_50_FPN_1x_dconv_c3-c5.yaml")  # detectron2's model zoo, unmodified
+DCONV = get_detectron2_config_file("Misc/mask_rcnn_R_50_FPN_1x_dconv_c3-c5.yaml")  # detectron2's model zoo, unmodified
 ROTATED = REPO / "configs" / "Shapes-RotatedDetection" / "rotated_faster_rcnn_R_18_FPN_scratch_bs4_600it.yaml"
 
 # detectron2's COCO recipe, adapted by opts only: shapes data, no download, R-50 sized for a CPU instant run.

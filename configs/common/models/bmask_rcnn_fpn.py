@@ -4,14 +4,14 @@
 # (2 convs) branches fusing both ways; mask BCE, boundary BCE + Dice.
 # The yaml twin: configs/Base-RCNN-FPN.yaml with MODEL.ROI_HEADS.NAME "BoundaryROIHeads",
 # MODEL.ROI_MASK_HEAD.NAME "BoundaryPreservingHead", NUM_CONV 4, and MODEL.BOUNDARY_MASK_HEAD's defaults.
-from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
 from detectron2.modeling.poolers import ROIPooler
 
+from seg_d2.config import shape_spec
+from seg_d2.model_zoo import get_detectron2_config
 from seg_d2.modeling import BoundaryPreservingHead, BoundaryROIHeads
 
-model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
+model = get_detectron2_config("common/models/mask_rcnn_fpn.py").model
 
 model.roi_heads._target_ = BoundaryROIHeads
 model.roi_heads.boundary_in_features = ["p2"]
@@ -22,8 +22,8 @@ model.roi_heads.boundary_pooler = L(ROIPooler)(
     pooler_type="ROIAlignV2",
 )
 model.roi_heads.mask_head = L(BoundaryPreservingHead)(
-    input_shape=L(ShapeSpec)(channels=256, height=14, width=14),  # mask RoI features
-    boundary_shape=L(ShapeSpec)(channels=256, height=28, width=28),  # boundary RoI features
+    input_shape=L(shape_spec)(channels=256, height=14, width=14),  # mask RoI features
+    boundary_shape=L(shape_spec)(channels=256, height=28, width=28),  # boundary RoI features
     num_classes="${..num_classes}",  # 1 for class-agnostic masks
     conv_dim=256,
     num_mask_conv=4,

@@ -2,9 +2,9 @@
 # paper's fc6/fc7), fused with scores from res4 and res3, upsampled to full resolution; CE + Dice.
 # The yaml twin: configs/Base-FCN.yaml with MODEL.RESNETS.DEPTH 50.
 from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 
+from seg_d2.config import shape_spec
 from seg_d2.modeling import FCNHead, SegD2SemanticSegmentor
 from seg_d2.modeling.sem_seg_losses import SemSegLoss
 
@@ -17,9 +17,9 @@ model = L(SegD2SemanticSegmentor)(
     ),
     sem_seg_head=L(FCNHead)(
         input_shape={  # ResNet-50's res3..res5
-            "res3": L(ShapeSpec)(channels=512, stride=8),
-            "res4": L(ShapeSpec)(channels=1024, stride=16),
-            "res5": L(ShapeSpec)(channels=2048, stride=32),
+            "res3": L(shape_spec)(channels=512, stride=8),
+            "res4": L(shape_spec)(channels=1024, stride=16),
+            "res5": L(shape_spec)(channels=2048, stride=32),
         },
         num_classes=19,
         conv_dims=512,

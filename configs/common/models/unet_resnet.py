@@ -2,9 +2,9 @@
 # feature "s2" and a full-resolution path "s1" (ResNetUNetEncoder), decoded by UNetHead back to full
 # resolution; CE + Dice loss. The yaml twin: configs/Base-UNet.yaml with MODEL.RESNETS.DEPTH 50.
 from detectron2.config import LazyCall as L
-from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import BasicStem, ResNet
 
+from seg_d2.config import shape_spec
 from seg_d2.modeling import SegD2SemanticSegmentor, UNetHead
 from seg_d2.modeling.resnet_unet_backbone import ResNetUNetEncoder
 from seg_d2.modeling.sem_seg_losses import SemSegLoss
@@ -24,12 +24,12 @@ model = L(SegD2SemanticSegmentor)(
     sem_seg_head=L(UNetHead)(
         # The encoder's features (ResNetUNetEncoder.output_shape() for ResNet-50).
         input_shape={
-            "s1": L(ShapeSpec)(channels="${....backbone.full_res_channels}", stride=1),
-            "s2": L(ShapeSpec)(channels=64, stride=2),
-            "res2": L(ShapeSpec)(channels=256, stride=4),
-            "res3": L(ShapeSpec)(channels=512, stride=8),
-            "res4": L(ShapeSpec)(channels=1024, stride=16),
-            "res5": L(ShapeSpec)(channels=2048, stride=32),
+            "s1": L(shape_spec)(channels="${....backbone.full_res_channels}", stride=1),
+            "s2": L(shape_spec)(channels=64, stride=2),
+            "res2": L(shape_spec)(channels=256, stride=4),
+            "res3": L(shape_spec)(channels=512, stride=8),
+            "res4": L(shape_spec)(channels=1024, stride=16),
+            "res5": L(shape_spec)(channels=2048, stride=32),
         },
         num_classes=19,
         decoder_channels=[256, 128, 64, 32, 32],
