@@ -30,8 +30,8 @@ from detectron2.projects.deeplab import build_lr_scheduler
 from seg_d2 import apply_cpu_fallback, get_cfg, model_zoo
 from seg_d2.compat import create_ddp_model, restart_data_loader
 from seg_d2.data import (
-    add_dataset_arguments, build_test_loader, build_train_loader, check_model_and_data, merge_dataset_arguments,
-    register_datasets_from_config, set_num_classes_from_data,
+    add_dataset_arguments, build_test_loader, build_train_loader, check_model_and_data, check_test_datasets_not_empty,
+    merge_dataset_arguments, register_datasets_from_config, set_num_classes_from_data,
 )
 from seg_d2.engine import GuardedTrainer, ResumableDataStream, SegD2Checkpointer, get_rng_state, set_rng_state
 from seg_d2.evaluation import build_evaluator_with_visualization
@@ -165,6 +165,7 @@ def main(args):
     # datasets registered, NUM_CLASSES vs the datasets' classes, ignore labels: fail now, not at iteration 0
     # or after training (--eval-only: the test datasets only)
     check_model_and_data(cfg, cfg.DATASETS.TEST if args.eval_only else None)
+    check_test_datasets_not_empty(cfg)  # a training run evaluates them after its last iteration: check now
     if args.eval_only:
         model = Trainer.build_model(cfg)
         SegD2Checkpointer(model, save_dir=cfg.OUTPUT_DIR, allow_pickle=cfg.SEG_D2.CHECKPOINT.ALLOW_PICKLE

@@ -22,6 +22,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, RetinaNet, 
 from .datasets.coco_instances import COCOFormatError, json_categories
 
 __all__ = ["check_sem_seg_model_and_data", "check_instance_model_and_data", "check_model_and_data",
+           "check_test_datasets_not_empty",
            "check_datasets_registered", "dataset_ignore_label", "dataset_thing_classes", "instance_num_classes_key",
            "set_num_classes_from_data", "uses_sem_seg_model"]
 
@@ -214,6 +215,20 @@ def check_datasets_registered(cfg, dataset_names: Optional[Iterable[str]] = None
             f"register_sem_seg_folder. ({len(registered)} datasets are registered: "
             f"{', '.join(sorted(registered)[:5])}, ...)"
         )
+
+
+def check_test_datasets_not_empty(cfg) -> None:
+    """Load each dataset of DATASETS.TEST now and refuse an empty one, naming its file: a training run
+    evaluates them only after its last iteration, where detectron2 stops with "Dataset '...' is empty!",
+    which names no file, and the training time is lost."""
+    for name in cfg.DATASETS.TEST:
+        if len(DatasetCatalog.get(name)):
+            continue
+        meta = MetadataCatalog.get(name)
+        source = next((meta.get(k) for k in ("source_json_file", "json_file", "sem_seg_root", "image_root")
+                       if meta.get(k, None)), None)
+        raise ValueError(f"Dataset '{name}' of DATASETS.TEST is empty" + (f": {source} holds no image" if source else "")
+                         + ". Give it images, or leave it out of DATASETS.TEST.")
 
 
 def check_model_and_data(cfg, dataset_names: Optional[Iterable[str]] = None) -> None:

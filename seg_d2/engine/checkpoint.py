@@ -24,7 +24,7 @@ ALLOW_PICKLE_KEY = "SEG_D2.CHECKPOINT.ALLOW_PICKLE"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be loaded; the message names the file."""
+    """A checkpoint file that cannot be loaded (missing, unreadable); the message names the file."""
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -85,6 +85,22 @@ class _NumpyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
 
 
+# The files the trainer writes: periodic checkpoints (detectron2's PeriodicCheckpointer) and the final one.
+_TRAINER_CHECKPOINT = re.compile(r"model_(\d+|final)\.pth")
+
+
+def _iteration_of(path: str) -> int:
+    """The iteration of a trainer checkpoint: from its name, or read from ``model_final.pth`` (memory-mapped:
+    no tensor is read); -1 when it cannot be read (it then comes last)."""
+    number = _TRAINER_CHECKPOINT.fullmatch(os.path.basename(path)).group(1)
+    if number != "final":
+        return int(number)
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("iteration", -1))
+    except Exception:  # corrupt or unreadable: loading it will say so
+        return -1
+
+
 class SegD2Checkpointer(DetectionCheckpointer):
     """detectron2's ``DetectionCheckpointer`` with:
 
@@ -141,7 +157,10 @@ class SegD2Checkpointer(DetectionCheckpointer):
             data = self._load_pth(filename)
         except CheckpointError:
             raise
-        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, UnicodeDecodeError) as e:
+        except OSError as e:  # missing, no permission, an I/O error: the file was not read, not found corrupt
+            what = "does not exist" if isinstance(e, FileNotFoundError) else "cannot be read"
+            raise CheckpointError(f"Checkpoint {filename} {what} ({type(e).__name__}: {e.strerror or e})") from e
+        except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, UnicodeDecodeError) as e:
             raise CorruptCheckpointError(
                 f"Checkpoint {filename} is truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0]}); "
                 f"it was probably written by a process that was killed while saving."
@@ -149,6 +168,8 @@ class SegD2Checkpointer(DetectionCheckpointer):
         return data if "model" in data else {"model": data}
 
     def _load_pth(self, filename: str) -> Dict[str, Any]:
+        with open(filename, "rb"):  # missing or unreadable: an OSError here, before torch reads anything
+            pass
         try:
             return torch.load(filename, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
@@ -189,14 +210,12 @@ class SegD2Checkpointer(DetectionCheckpointer):
 
     # --- resuming ---
     def complete_checkpoints(self) -> List[str]:
-        """``*.pth`` files of ``save_dir``, newest first (temporary files of interrupted saves excluded)."""
-        files = [f for f in self.get_all_checkpoint_files() if not os.path.basename(f).startswith(".")]
-
-        def key(path):
-            m = re.search(r"_(\d+)\.pth$", path)
-            return os.path.getmtime(path), int(m.group(1)) if m else float("inf")
-
-        return sorted(files, key=key, reverse=True)
+        """The checkpoints the trainer wrote in ``save_dir`` (``model_NNNNNNN.pth``, ``model_final.pth``; not
+        other ``.pth`` files such as initial weights, nor the temporary files of interrupted saves), newest
+        first by iteration: from the name, or for ``model_final.pth`` the one stored in it. Modification
+        times are not used: a copy of the folder (``cp -r``, cloud storage) does not keep them."""
+        files = [f for f in self.get_all_checkpoint_files() if _TRAINER_CHECKPOINT.fullmatch(os.path.basename(f))]
+        return sorted(files, key=_iteration_of, reverse=True)
 
     def has_checkpoint(self) -> bool:
         # also when last_checkpoint is missing or empty while checkpoints exist (an interrupted old-style tag)
@@ -211,9 +230,13 @@ class SegD2Checkpointer(DetectionCheckpointer):
         if not (resume and self.has_checkpoint()):
             return self.load(path, checkpointables=[])
         tagged = self.get_checkpoint_file() if super().has_checkpoint() else ""
-        candidates = [tagged] if tagged and os.path.isfile(tagged) else []
-        if tagged and not candidates:
-            self.logger.error(f"last_checkpoint names {tagged}, which does not exist")
+        if os.path.abspath(tagged) == os.path.abspath(self.save_dir):
+            tagged = ""  # an empty last_checkpoint: a tag interrupted while detectron2 wrote it in place
+        if tagged and not os.path.exists(tagged):
+            raise CheckpointError(
+                f"--resume: {os.path.join(self.save_dir, 'last_checkpoint')} names {tagged}, which does not exist. "
+                f"Restore it, or write the name of the checkpoint to resume from into last_checkpoint.")
+        candidates = [tagged] if tagged else []
         candidates += [f for f in self.complete_checkpoints() if os.path.abspath(f) != os.path.abspath(tagged)]
         failures = []
         for i, candidate in enumerate(candidates):

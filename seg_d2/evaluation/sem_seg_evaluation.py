@@ -236,6 +236,10 @@ class SemSegBoundaryEvaluator(SemSegEvaluator):
             PathManager.mkdirs(self._output_dir)
             with PathManager.open(os.path.join(self._output_dir, "sem_seg_predictions.json"), "w") as f:
                 f.write(json.dumps(self._predictions))
+        if not self._conf_matrix[:, :-1].any():
+            self._logger.warning(
+                f"No labelled pixel in the ground truth of '{self._dataset_name}' (every pixel is its ignore_label "
+                f"{self._ignore_label}): every metric is NaN")
         res = semantic_metrics(self._conf_matrix, self._b_inter, self._b_union, self._class_names)
         self._log_tables(res)
         if self._output_dir:

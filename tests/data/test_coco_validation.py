@@ -52,6 +52,13 @@ BAD = {
     "ignore": (_at(["annotations", 0, "ignore"], 1), "annotation id 1: 'ignore' 1 is not supported"),
     "unhashable image_id": (_at(["annotations", 0, "image_id"], [10]), "annotation id 1: image_id [10] is not among"),
     "annotation not an object": (_at(["annotations", 0], [1, 2]), "annotations[0] must be an object, got list"),
+    # all points on one pixel (a real json's): pycocotools rasterises it to 0 pixels, while its bbox is valid
+    "degenerate polygon": (_at(["annotations", 0, "segmentation"], [[24, 23, 24, 23, 24, 23, 24, 23]]),
+                           f"annotation id 1: its polygons cover no pixel of its {W}x{H} image"),
+    "collinear polygon": (_at(["annotations", 0, "segmentation"], [[5, 5, 10, 10, 15, 15]]),
+                          f"annotation id 1: its polygons cover no pixel of its {W}x{H} image"),
+    "empty RLE": (_at(["annotations", 2, "segmentation", "counts"], [H * W]), "annotation id 3: its RLE has no "
+                                                                            "foreground pixel"),
     # found by the fuzzer: detectron2's annotations_to_instances then fails with KeyError 'segmentation'
     "mask missing on one": (lambda d: d["annotations"][0].pop("segmentation"),
                             "annotation id 1: no 'segmentation', while 2 other annotations have one"),
@@ -132,6 +139,23 @@ def test_lenient_drops_invalid_annotations_with_one_summary_warning(tmp_path, ca
         evaluator = COCOEvaluator(name, output_dir=str(tmp_path / "eval"))
     anns = evaluator._coco_api.loadAnns(evaluator._coco_api.getAnnIds())
     assert sorted(a["bbox"] for a in anns) == sorted(a["bbox"] for a in good["annotations"])
+
+
+def test_lenient_drops_and_counts_masks_that_cover_no_pixel(tmp_path, caplog):
+    """Kept, such an instance trains an empty mask and can never be matched: perfect predictions then score
+    segm AP below 100 (85.59 with 5 of 71 annotations so). Lenient drops it and counts it."""
+    data = valid_dataset()
+    good = copy.deepcopy(data)
+    data["annotations"].append({"id": 9, "image_id": 10, "category_id": 3, "bbox": [20, 20, 6, 8],
+                                "segmentation": [[24, 23, 24, 23, 24, 23, 24, 23]]})
+    path = write(tmp_path, data)
+    name = fresh_name("test_seg_d2_coco_v_empty_mask")
+    register_coco_dataset(name, str(path), str(tmp_path), validation="lenient")
+    with caplog.at_level(logging.WARNING, logger="seg_d2"):
+        dicts = DatasetCatalog.get(name)
+    assert any(f"{path}: dropped 1 of 4 annotations (validation 'lenient'): 1 empty mask. First: annotation id 9: "
+               f"its polygons cover no pixel" in r.getMessage() for r in caplog.records), caplog.text
+    assert dicts == _d2_dicts(tmp_path, good, "test_seg_d2_coco_v_empty_mask_ref")
 
 
 def test_lenient_without_problems_keeps_the_json_for_the_evaluator(tmp_path):

@@ -29,7 +29,7 @@ from seg_d2.data.datasets._atomic import DONE_MARKER
 from seg_d2.data.datasets.coco_instances import load_coco_instances
 from seg_d2.data.sem_seg_io import read_label_map
 
-N_JSON, N_LABEL = 1000, 400  # cases per run
+N_JSON, N_LABEL, N_FOLDER = 1000, 400, 200  # cases per run
 SIZES = {1: (6, 8), 2: (5, 4)}  # image id -> (height, width)
 FUZZ_SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
                      suppress_health_check=list(HealthCheck))
@@ -91,7 +91,7 @@ def corrupted_json(draw):
         if not isinstance(d, dict):  # replaced by a non-object: nothing more to corrupt inside
             break
         kind = draw(st.sampled_from(["set", "set", "set", "jitter", "jitter", "jitter", "delete", "duplicate",
-                                     "unknown", "rle", "polygon", "section", "top"]))
+                                     "unknown", "rle", "polygon", "degenerate", "section", "top"]))
         slots = _slots(d, [])
         if kind == "jitter":  # a number moved a little: often still valid, or just outside the image
             numeric = [(n, k) for n, k in slots if isinstance(n[k], (int, float)) and not isinstance(n[k], bool)]
@@ -133,6 +133,13 @@ def corrupted_json(draw):
                 ann["segmentation"] = [draw(st.lists(
                     st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10 ** 6, 10 ** 6)),
                     max_size=9))]
+        elif kind == "degenerate" and isinstance(d.get("annotations"), list) and d["annotations"]:
+            # a polygon inside its image that covers no pixel: one point repeated, or points on a line
+            ann = d["annotations"][draw(st.sampled_from([0, len(d["annotations"]) - 1]))]
+            if isinstance(ann, dict):
+                x, y = draw(st.floats(0, 3)), draw(st.floats(0, 3))
+                dx, dy = draw(st.sampled_from([(0, 0), (1, 1), (1, 0), (0.5, 0)]))
+                ann["segmentation"] = [[x, y, x + dx, y + dy, x + 2 * dx, y + 2 * dy, x, y]]
         elif kind == "section":
             d[draw(st.sampled_from(["annotations", "images", "categories"]))] = draw(BAD_VALUES)
         elif kind == "top":
@@ -186,8 +193,9 @@ def _use_as_training_does(dicts):
     for d in dicts:
         annos = [a for a in d["annotations"] if a.get("iscrowd", 0) == 0]
         inst = annotations_to_instances(annos, (d["height"], d["width"]), mask_format="bitmask")
-        if inst.has("gt_masks"):  # the masks decoded at the image's size
+        if inst.has("gt_masks"):  # the masks decoded at the image's size, none of them empty
             assert inst.gt_masks.tensor.shape[1:] == (d["height"], d["width"])
+            assert inst.gt_masks.tensor.flatten(1).any(dim=1).all(), "an instance with an empty mask was loaded"
         assert np.isfinite(inst.gt_boxes.tensor.numpy()).all()
 
 
@@ -274,3 +282,78 @@ def test_fuzz_label_maps(tmp_path, no_hang):
     case()
     print(f"label map fuzz: {counts}")
     assert counts["cases"] >= N_LABEL and counts["read"] > 20 and counts["rejected"] > 100
+
+
+@st.composite
+def label_folder(draw):
+    """1-3 label maps of 2 classes (0, 1) and ignore 255: all ignored, all one class, random mixes, and now
+    and then a value past the classes."""
+    maps = []
+    for _ in range(draw(st.integers(1, 3))):
+        h, w = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+        kind = draw(st.sampled_from(["ignore", "ignore", "class", "mixed", "mixed", "bad value"]))
+        if kind == "ignore":
+            arr = np.full((h, w), 255, np.uint8)
+        elif kind == "class":
+            arr = np.full((h, w), draw(st.integers(0, 1)), np.uint8)
+        else:
+            cells = draw(st.lists(st.sampled_from([0, 1, 255, 255]), min_size=h * w, max_size=h * w))
+            arr = np.array(cells, np.uint8).reshape(h, w)
+            if kind == "bad value":
+                arr.flat[draw(st.integers(0, h * w - 1))] = draw(st.sampled_from([2, 7, 254]))
+        maps.append(arr)
+    return maps
+
+
+def test_fuzz_sem_seg_folders_without_labelled_pixels(tmp_path, no_hang):
+    """Folders of label maps, all-ignore ones among them: loading (validate=True, the default) refuses a folder
+    with no labelled pixel, naming it; what loads evaluates to finite metrics (a perfect prediction scores 100).
+    (The evaluator's own all-NaN report: tests/evaluation/test_sem_seg_evaluation.py.)"""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from seg_d2.data.datasets import load_sem_seg_folder, register_sem_seg_folder
+    from seg_d2.evaluation import SemSegBoundaryEvaluator
+    import torch
+
+    counts = {"cases": 0, "loaded": 0, "refused: no labelled pixel": 0, "refused: other": 0}
+
+    @settings(max_examples=N_FOLDER, **FUZZ_SETTINGS)
+    @given(maps=label_folder())
+    def case(maps):
+        n = counts["cases"] = counts["cases"] + 1
+        img, gt = tmp_path / f"f{n}" / "img", tmp_path / f"f{n}" / "gt"
+        img.mkdir(parents=True)
+        gt.mkdir()
+        for i, m in enumerate(maps):
+            Image.fromarray(np.zeros(m.shape + (3,), np.uint8)).save(img / f"{i}.png")
+            Image.fromarray(m).save(gt / f"{i}.png")
+        labelled = any((m != 255).any() for m in maps)
+        try:
+            load_sem_seg_folder(str(img), str(gt), 2, 255)
+        except Exception as e:
+            _assert_documented(e, gt)
+            if "no labelled pixel" in str(e):
+                assert not labelled
+                counts["refused: no labelled pixel"] += 1
+            else:
+                counts["refused: other"] += 1
+            return
+        assert labelled
+        counts["loaded"] += 1
+        name = f"fuzz_sem_seg_folder_{n}"
+        register_sem_seg_folder(name, str(img), str(gt), ["a", "b"], validate=False)
+        try:
+            ev = SemSegBoundaryEvaluator(name, distributed=False)
+            ev.reset()
+            for d in DatasetCatalog.get(name):
+                label = np.array(Image.open(d["sem_seg_file_name"]), np.int64)
+                logits = torch.nn.functional.one_hot(torch.as_tensor(np.where(label == 255, 0, label)), 2)
+                ev.process([d], [{"sem_seg": logits.permute(2, 0, 1).float()}])
+            res = ev.evaluate()["sem_seg"]
+        finally:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        assert res["mIoU"] == 100 and res["pACC"] == 100 and np.isfinite(res["fwIoU"])
+
+    case()
+    print(f"sem_seg folder fuzz: {counts}")
+    assert counts["cases"] >= N_FOLDER and counts["loaded"] > 20 and counts["refused: no labelled pixel"] > 10

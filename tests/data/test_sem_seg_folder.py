@@ -162,3 +162,19 @@ def test_register_rejects_bad_metadata(tmp_path):
         register_sem_seg_folder("x_bad_ignore", tmp_path, tmp_path, CLASSES, ignore_label=1)
     with pytest.raises(ValueError, match="stuff_colors"):
         register_sem_seg_folder("x_bad_colors", tmp_path, tmp_path, CLASSES, stuff_colors=[(0, 0, 0)])
+
+
+def test_a_folder_without_labelled_pixels_is_refused(tmp_path):
+    """Strict (validate=True, the default): label maps that are all ignore_label are refused when the dataset
+    is loaded, naming the folder; validate=False leaves it to the evaluator, which says so."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "gt").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "img" / f"{i}.png"), np.zeros((6, 7, 3), np.uint8))
+        cv2.imwrite(str(tmp_path / "gt" / f"{i}.png"), np.full((6, 7), 255, np.uint8))
+    with pytest.raises(SemSegDataError, match=rf"Every pixel of the 2 label map\(s\) in {tmp_path / 'gt'} is the "
+                                              rf"ignore label 255"):
+        load_sem_seg_folder(str(tmp_path / "img"), str(tmp_path / "gt"), 2, 255)
+    assert len(load_sem_seg_folder(str(tmp_path / "img"), str(tmp_path / "gt"), 2, 255, validate=False)) == 2
+    cv2.imwrite(str(tmp_path / "gt" / "1.png"), np.where(np.eye(6, 7) > 0, 1, 255).astype(np.uint8))
+    assert len(load_sem_seg_folder(str(tmp_path / "img"), str(tmp_path / "gt"), 2, 255)) == 2  # one pixel is enough

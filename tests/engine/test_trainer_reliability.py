@@ -137,6 +137,45 @@ def test_nonfinite_loss_skips_a_bounded_number_of_batches(train_net, tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(weights.before[0], weights.after[0]))
 
 
+class _NaNGradAt:
+    """A finite loss whose backward gives the first conv a NaN gradient (e.g. an overflow in a backward op)
+    at the given iterations."""
+
+    def __init__(self, trainer, iterations):
+        name, param = next(iter(trainer._trainer.model.named_parameters()))
+        self.name = name
+        param.register_hook(lambda g: g * float("nan") if trainer.iter in iterations else g)
+
+
+def test_nonfinite_gradients_stop_before_the_optimizer_step(train_net, tmp_path):
+    trainer = make_trainer(train_net, tmp_path, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "1")
+    nan = _NaNGradAt(trainer, {2})
+    weights = _Weights()
+    trainer.register_hooks([weights])
+    with pytest.raises(FloatingPointError) as e:
+        trainer.train()
+    message = str(e.value)
+    assert re.search(rf"Gradients became non-finite at iteration 2: gradient norm = nan, non-finite in = "
+                     rf"{re.escape(nan.name)}\.", message), message
+    assert re.search(r"last checkpoint safe to resume from is \S*model_0000001\.pth", message), message
+    # no step with the NaN gradient: every weight stays finite, and no checkpoint after iteration 1 exists
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert not (tmp_path / "model_0000002.pth").exists()
+
+
+def test_nonfinite_gradients_share_the_skip_budget(train_net, tmp_path):
+    trainer = make_trainer(train_net, tmp_path, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "100",
+                           "SEG_D2.SOLVER.MAX_NONFINITE_SKIPS", "1")
+    _NaNGradAt(trainer, {1})
+    _NaNAt(trainer, {2})
+    weights = _Weights()
+    trainer.register_hooks([weights])
+    with pytest.raises(FloatingPointError, match=r"Loss became non-finite at iteration 2 after 1 skipped batch"):
+        trainer.train()
+    assert all(torch.equal(a, b) for a, b in zip(weights.before[1], weights.after[1]))  # skipped: no step
+    assert all(torch.isfinite(p).all() for p in weights.after[1])
+
+
 class _Payload:
     def __init__(self, marker):
         self.marker = marker

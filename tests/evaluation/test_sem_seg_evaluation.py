@@ -382,3 +382,19 @@ def test_many_classes_and_16_bit_label_maps(tmp_path):
     inter, union = official_semantic_boundary_counts(gt.astype(np.int64), pred, n, d, ignore=65535)
     for c in np.flatnonzero(union)[:40]:
         assert ours[f"BoundaryIoU-k{c}"] == pytest.approx(100 * inter[c] / union[c]), c
+
+
+def test_a_ground_truth_without_labelled_pixels_is_said_and_every_metric_is_nan(register, caplog):
+    """Every pixel ignored: detectron2 printed fwIoU 0.000 beside NaN, with only NumPy's "invalid value"
+    warning as a hint. Now each metric is NaN and the evaluator names the dataset."""
+    import logging
+    import warnings
+
+    gts = [np.full((10, 12), 255, np.uint8), np.full((8, 9), 255, np.uint8)]
+    name, files = register(gts, CLASSES)
+    outputs = [one_hot(np.zeros(g.shape, np.int64), 2) for g in gts]
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy "invalid value encountered" on the way
+        res = evaluate(SemSegBoundaryEvaluator(name, distributed=False), files, outputs)
+    assert all(np.isnan(v) for v in res.values()), {k: v for k, v in res.items() if not np.isnan(v)}
+    assert f"No labelled pixel in the ground truth of '{name}'" in caplog.text

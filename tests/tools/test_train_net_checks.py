@@ -114,3 +114,26 @@ def test_semantic_only_inference_options_on_an_instance_model_are_an_error(key, 
     cfg = train_net.setup(args)
     with pytest.raises(NotImplementedError, match=rf"{re.escape(key.rsplit('.ENABLED')[0])}.*GeneralizedRCNN"):
         train_net.Trainer.build_model(cfg)
+
+
+def test_an_empty_test_set_stops_a_training_run_before_it_trains(tmp_path):
+    """A COCO test json with "images": [] failed only after training, with detectron2's "Dataset 'ptest' is
+    empty!" naming no file. Now the run stops at once, naming the json."""
+    import json
+
+    from tests.own_data import make_coco
+    from tests.tools.test_train_net import INSTANT as INSTANCE_INSTANT, MASK_RCNN
+
+    make_coco(tmp_path, n_train=2, n_val=1)
+    empty = tmp_path / "empty.json"
+    val = json.loads((tmp_path / "val.json").read_text())
+    empty.write_text(json.dumps({**val, "images": [], "annotations": []}))
+    res = run_tool([TRAIN_NET, "--config-file", MASK_RCNN,
+                    "--coco-dataset", "ptrain", tmp_path / "train.json", tmp_path / "images",
+                    "--coco-dataset", "ptest", empty, tmp_path / "images", *INSTANCE_INSTANT,
+                    "DATASETS.TRAIN", "('ptrain',)", "DATASETS.TEST", "('ptest',)", "MODEL.ROI_HEADS.NUM_CLASSES", "0",
+                    "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", tmp_path / "out"])
+    log = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert f"ValueError: Dataset 'ptest' of DATASETS.TEST is empty: {empty} holds no image" in log, log[-3000:]
+    assert "Starting training" not in log and not (tmp_path / "out" / "model_final.pth").exists()

@@ -10,6 +10,7 @@ an assertion deep inside pycocotools, a segfault, or a silently dropped annotati
 - annotations pointing at missing images or categories; ``iscrowd`` 0/1, ``ignore`` 0;
 - every number finite (no NaN or infinity: pycocotools turns a NaN polygon into a 23 GB mask);
 - polygons with fewer than 3 points, an odd number of coordinates, or points outside the image;
+- masks (polygons or RLE) that cover no pixel, such as a polygon whose points coincide;
 - RLE whose ``size`` is not the image's [height, width], or whose runs do not add up to its pixels;
 - bboxes of non-positive size or outside the image (1 px tolerance for float round-off);
 - keypoints (x, y, v triplets) and ``area``, where given;
@@ -139,6 +140,9 @@ def _check_rle(segm: dict, img, where: str) -> List[Tuple[str, str]]:
     if total != size[0] * size[1]:
         return [("RLE size", f"{where}: RLE runs cover {total} pixels, its size {size[0]}x{size[1]} has "
                              f"{size[0] * size[1]}")]
+    foreground = sum(int(v) for v in runs[1::2])  # runs alternate background, foreground, ...
+    if foreground == 0:
+        return [("empty mask", f"{where}: its RLE has no foreground pixel")]
     return []
 
 
@@ -167,7 +171,18 @@ def _check_segmentation(segm, img, where: str) -> List[Tuple[str, str]]:
             if not (all(-t <= x <= w + t for x in poly[0::2]) and all(-t <= y <= h + t for y in poly[1::2])):
                 problems.append(("polygon outside image", f"{where}: polygon {k} has points outside its image "
                                                           f"({w}x{h})"))
+    if not problems and img is not None and _polygons_area(segm, img) == 0:
+        # e.g. all points equal or collinear: the instance would train an empty mask, and in evaluation
+        # a perfect prediction could never match it (segm AP below 100 for perfect predictions)
+        problems.append(("empty mask", f"{where}: its polygons cover no pixel of its {img['width']}x{img['height']} "
+                                       f"image (rasterised as pycocotools and detectron2 do)"))
     return problems
+
+
+def _polygons_area(polygons, img) -> int:
+    """Pixels of valid polygons, rasterised by pycocotools at the image's size."""
+    rles = mask_util.frPyObjects([[float(v) for v in p] for p in polygons], img["height"], img["width"])
+    return int(mask_util.area(mask_util.merge(rles)))
 
 
 def _check_bbox(bbox, img, where: str) -> List[Tuple[str, str]]:

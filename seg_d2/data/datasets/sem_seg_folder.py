@@ -88,8 +88,8 @@ def load_sem_seg_folder(
 
     Raises:
         SemSegDataError: a missing or unreadable folder/file, an image without label map or the
-            reverse, a size mismatch, label values out of range (an unreadable image: its base class
-            DataFileError).
+            reverse, a size mismatch, label values out of range, no labelled pixel in any label map (an
+            unreadable image: its base class DataFileError).
     """
     images = _index(image_root, image_exts, "", "image")
     labels = _index(gt_root, gt_exts, gt_suffix, "label map")
@@ -107,6 +107,7 @@ def load_sem_seg_folder(
             f"{_listed([labels[k] for k in no_image])}"
         )
     dicts = []
+    labelled = False
     for key in sorted(images):
         img_file, gt_file = images[key], labels[key]
         h, w = image_size(img_file)
@@ -118,8 +119,15 @@ def load_sem_seg_folder(
                     f"{label.shape[0]}x{label.shape[1]}"
                 )
             check_label_values(label, num_classes, ignore_label, gt_file)
+            labelled = labelled or bool((label != ignore_label).any())
         dicts.append(
             {"file_name": img_file, "sem_seg_file_name": gt_file, "height": h, "width": w, "image_id": key}
+        )
+    if validate and dicts and not labelled:
+        # training would learn nothing and evaluation print NaN (and a misleading fwIoU 0)
+        raise SemSegDataError(
+            f"Every pixel of the {len(dicts)} label map(s) in {gt_root} is the ignore label {ignore_label}: there is "
+            f"no labelled pixel to train on or evaluate. Check the label maps and the ignore label."
         )
     return dicts
 
