@@ -57,6 +57,7 @@ def add_seg_d2_config(cfg):
     cfg.SEG_D2.SOLVER.MAX_NONFINITE_SKIPS = 0
     # Images of each evaluation drawn as prediction | ground truth (| error map) to OUTPUT_DIR/inference/<dataset>/vis; 0 = none.
     cfg.TEST.VIS_NUM_IMAGES = 8
+    cfg.TEST.VIS_SCORE_THRESH = 0.5  # instances drawn in those images: score at least this (0.0 after brief training)
     cfg.TEST.BOUNDARY_AP_WORKERS = 2  # processes computing mask boundaries for Boundary AP (as the official api); 0 or 1: in-process
     # Datasets registered before training by seg_d2.data.register_datasets_from_config (tools/train_net.py's
     # --coco-dataset, --sem-seg-folder and --dataset-module flags append here). Paths are relative to the cwd.

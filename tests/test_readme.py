@@ -108,6 +108,11 @@ def test_use_your_own_data_commands_run_as_written(user_folder):
     coco = final_metrics(user_folder / "output" / "my_coco")
     for key in ("bbox/AP", "segm/AP", "boundary/AP", "segm/AP-disc", "segm/AP-box"):
         assert key in coco and math.isfinite(coco[key]), key
+    demo = json.loads((user_folder / "output" / "my_coco" / "demo" / "predictions.json").read_text())["predictions"]
+    found = [i for p in demo for i in p["instances"]]
+    assert found and all(set(i["segmentation"]) == {"size", "counts"} for i in found)  # masks as COCO RLE
+    demo = json.loads((user_folder / "output" / "my_scans" / "demo" / "predictions.json").read_text())["predictions"]
+    assert demo and all((user_folder / p["label_map"]).is_file() for p in demo)  # --save-masks
     scans = final_metrics(user_folder / "output" / "my_scans")
     for key in ("sem_seg/mIoU", "sem_seg/mDice", "sem_seg/IoU-lesion"):
         assert key in scans and math.isfinite(scans[key]), key
@@ -124,3 +129,22 @@ def test_own_training_code_snippet_runs_as_written(user_folder):
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     losses = ast.literal_eval(res.stdout.strip().splitlines()[-1])
     assert "loss_sem_seg" in losses and all(math.isfinite(v) for v in losses.values())
+
+
+def test_the_activation_line_gives_a_new_shell_seg_d2():
+    """A new shell (no environment on the PATH, no PYTHONPATH): `python -c "import seg_d2"` fails, and after
+    the README's activation line it works. quickstart.sh ends with that line, for its environment."""
+    (block,) = [b for b in code_blocks(section("Quick start"), "bash") if "activate" in b]
+    line = block.strip()
+    venv = os.path.relpath(sys.prefix, REPO)  # .venv, or $SEG_D2_VENV's (CI's second environment)
+    line = line.replace(".venv", venv) if venv != ".venv" else line
+    bare = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    bare["PATH"] = os.pathsep.join(p for p in bare["PATH"].split(os.pathsep)
+                                   if not p.startswith(sys.prefix) and p != os.path.dirname(sys.executable))
+    probe = "python -c 'import seg_d2, sys; print(sys.prefix)'"
+    before = subprocess.run(["bash", "-c", probe], cwd=REPO, env=bare, capture_output=True, text=True)
+    assert before.returncode != 0 or before.stdout.strip() != sys.prefix
+    after = subprocess.run(["bash", "-c", f"{line} && {probe}"], cwd=REPO, env=bare, capture_output=True, text=True)
+    assert after.returncode == 0 and after.stdout.strip() == sys.prefix, after.stderr[-2000:]
+    quickstart = (REPO / "tools" / "quickstart.sh").read_text().rstrip().splitlines()
+    assert quickstart[-1] == 'echo "    source $VENV/bin/activate"'

@@ -14,8 +14,11 @@ Examples:
     python tools/demo.py --config-file CONFIG.py --video-input clip.mp4 --output out/ \\
         --opts train.init_checkpoint=model_final.pth      # LazyConfig: key=value overrides
 
-Writes OUTPUT/<input name>.png per image (<name>_confidence.png with --confidence-map),
-OUTPUT/<video name>.mp4 for a video, and OUTPUT/predictions.json (per input: what was found, time).
+Writes OUTPUT/<input name>.png per image (<name>_confidence.png with --confidence-map), OUTPUT/<video
+name>.mp4 for a video, and OUTPUT/predictions.json (per input: what was found, time; instances with their
+class, score, box and mask as COCO RLE). ``--save-masks`` also writes each semantic prediction as a label
+map, <name>_labels.png (class indices; 16-bit past 255 classes; the "none" value for pixels below
+--confidence-threshold is 255, or 65535 in 16 bits).
 """
 import argparse
 import glob
@@ -32,6 +35,9 @@ import tqdm
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from detectron2.config import CfgNode
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 
 import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 from seg_d2.utils.predictor import SegPredictor, SetupError, load_config
@@ -56,6 +62,8 @@ def get_parser():
                         "class probability is below it are left uncoloured (default: none)")
     p.add_argument("--confidence-map", action="store_true",
                    help="semantic models: also write <name>_confidence.png, the top class probability per pixel")
+    p.add_argument("--save-masks", action="store_true",
+                   help="semantic models: also write <name>_labels.png, the predicted class of each pixel")
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of semantic class colours")
     p.add_argument("--legend", choices=["present", "all", "none"], default="present",
                    help="semantic legend: classes present in the image, all classes, or none (videos: all)")
@@ -128,14 +136,21 @@ class Renderer:
             vis = Visualizer(image_rgb, self.metadata, scale=a.scale).draw_panoptic_seg(seg.to("cpu"), info)
             return vis.get_image(), None, {"segments": len(info)}
         if "instances" in outputs:
+            raw = outputs["instances"].to("cpu")
             inst = self.instances(outputs)
             names = class_names(self.metadata, int(inst.pred_classes.max()) + 1 if len(inst) else 0, "thing_classes")
+            # detectron2's COCO results of the instances: box (XYWH), score, and the mask as compressed RLE
+            coco = instances_to_coco_json(inst, 0) if len(inst) else []
             found = [
                 {"class": int(c), "name": names[int(c)], "score": round(float(s), 4),
-                 "box": [round(float(x), 1) for x in b]}
-                for c, s, b in zip(inst.pred_classes, inst.scores, inst.pred_boxes.tensor)
+                 "box": [round(float(x), 1) for x in b],
+                 **({"segmentation": r["segmentation"]} if "segmentation" in r else {})}
+                for c, s, b, r in zip(inst.pred_classes, inst.scores, inst.pred_boxes.tensor, coco)
             ]
-            return draw_instances(image_rgb, inst, self.metadata, scale=a.scale), None, {"instances": found}
+            summary = {"instances": found}
+            if not found:
+                summary["top_score"] = round(float(raw.scores.max()), 4) if len(raw) and raw.has("scores") else None
+            return draw_instances(image_rgb, inst, self.metadata, scale=a.scale), None, summary
         if "sem_seg" in outputs:
             labels, conf, k = self._sem_seg(outputs["sem_seg"])
             overlay = draw_sem_seg(image_rgb, labels, self.metadata, num_classes=k, alpha=a.alpha,
@@ -143,7 +158,9 @@ class Renderer:
             names = class_names(self.metadata, k)
             ids, counts = np.unique(labels[labels >= 0], return_counts=True)
             summary = {"pixels": {names[i]: int(n) for i, n in zip(ids, counts)},
-                       "mean_confidence": round(float(conf.mean()), 4)}
+                       "mean_confidence": round(float(conf.mean()), 4), "labels": (labels, k)}
+            if not len(ids):
+                summary["top_score"] = round(float(conf.max()), 4)
             confidence = draw_confidence(conf, scale=a.scale) if a.confidence_map else None
             return overlay, confidence, summary
         raise SetupError(f"The model's outputs have nothing to draw: {sorted(outputs)}")
@@ -180,10 +197,15 @@ def run_images(predictor, renderer, inputs, args):
         seconds = time.perf_counter() - t0
         model_time += seconds
         overlay, confidence, summary = renderer.render(predictor.to_rgb(image), outputs)
+        labels = summary.pop("labels", None)
         record = {"input": path, "output": write_image(out, overlay), "seconds": round(seconds, 4), **summary}
         if confidence is not None:
             record["confidence_map"] = write_image(os.path.splitext(out)[0] + "_confidence.png", confidence)
+        if args.save_masks and labels is not None:
+            record["label_map"] = write_label_map(os.path.splitext(out)[0] + "_labels.png", *labels)
         records.append(record)
+        if "top_score" in summary:  # said even under a progress bar: the user will wonder why nothing is drawn
+            print(f"{path}: {nothing_found(summary, renderer.score_threshold, args.confidence_threshold)}")
         if bar.disable:
             what = (f"{len(summary['instances'])} instances" if "instances" in summary
                     else f"classes {sorted(summary['pixels'])}" if "pixels" in summary
@@ -196,6 +218,38 @@ def run_images(predictor, renderer, inputs, args):
     print(f"Wrote {n} overlays to {args.output}: {model_time / n:.3f} s/img inference, "
           f"{total / n:.3f} s/img with reading and drawing")
     return records
+
+
+def model_score_threshold(cfg, wanted):
+    """The R-CNN test score threshold to run the model at: ``wanted`` when it is below the config's, else the
+    config's own (what scores between the two is dropped when drawing), so that when nothing reaches
+    ``wanted`` the demo still knows the top score to report. Panoptic and LazyConfig models: ``wanted``."""
+    if wanted is None or not isinstance(cfg, CfgNode) or cfg.MODEL.META_ARCHITECTURE == "PanopticFPN":
+        return wanted
+    return min(wanted, cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.RETINANET.SCORE_THRESH_TEST)
+
+
+def nothing_found(summary, score_threshold, confidence_threshold):
+    """Why an image shows nothing: what the threshold was, and the best score the model gave."""
+    top = summary["top_score"]
+    if "instances" in summary:
+        if top is None:
+            return "nothing found: the model returned no instance at all (its test score threshold filtered them)"
+        return (f"nothing found: no instance scored >= {score_threshold} (--confidence-threshold); the top score "
+                f"was {top}")
+    return (f"nothing found: no pixel's top class probability reached --confidence-threshold "
+            f"{confidence_threshold}; the highest was {top}")
+
+
+def write_label_map(path, labels, num_classes):
+    """Class indices as a PNG: 8-bit up to 255 classes, else 16-bit; pixels without a class (below
+    --confidence-threshold) get the largest value (255 or 65535)."""
+    dtype = np.uint8 if num_classes <= 255 else np.uint16
+    out = np.where(labels < 0, np.iinfo(dtype).max, labels).astype(dtype)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if not cv2.imwrite(path, out):
+        raise OSError(f"Could not write label map {path}")
+    return path
 
 
 def open_video(path):
@@ -257,7 +311,7 @@ def main(args):
         open_video(args.video_input).release()
     cfg = load_config(args.config_file, args.opts)
     predictor = SegPredictor(cfg, config_file=args.config_file, allow_random_weights=args.allow_random_weights,
-                             score_threshold=args.confidence_threshold)
+                             score_threshold=model_score_threshold(cfg, args.confidence_threshold))
     os.makedirs(args.output, exist_ok=True)
     renderer = Renderer(predictor, args)
     records = run_images(predictor, renderer, inputs, args) if inputs else run_video(predictor, renderer, args)

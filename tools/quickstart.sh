@@ -27,3 +27,5 @@ python -W ignore::FutureWarning tools/demo.py --config-file "$OUT/config.yaml" \
   --input "${DETECTRON2_DATASETS:-datasets}/seg_d2_shapes/images/val/0000[0-3].png" \
   --output "$OUT/overlays" --opts MODEL.WEIGHTS "$WEIGHTS"
 echo "[quickstart] done: curves in $OUT/plots, overlays in $OUT/overlays"
+echo "[quickstart] to run python tools/... yourself in a new shell, activate the environment first:"
+echo "    source $VENV/bin/activate"

@@ -30,7 +30,8 @@ from detectron2.projects.deeplab import build_lr_scheduler
 from seg_d2 import apply_cpu_fallback, get_cfg, model_zoo
 from seg_d2.compat import create_ddp_model, restart_data_loader
 from seg_d2.data import (
-    add_dataset_arguments, build_test_loader, build_train_loader, check_model_and_data, check_test_datasets_not_empty,
+    add_dataset_arguments, build_test_loader, build_train_loader, check_datasets_registered, check_model_and_data,
+    check_test_datasets_not_empty,
     merge_dataset_arguments, register_datasets_from_config, set_num_classes_from_data,
 )
 from seg_d2.engine import GuardedTrainer, ResumableDataStream, SegD2Checkpointer, get_rng_state, set_rng_state
@@ -150,6 +151,7 @@ def setup(args):
     # seg_d2's log first: what the registration and NUM_CLASSES 0 say goes to the console and OUTPUT_DIR/log.txt
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_d2")
     register_datasets_from_config(cfg)  # in every process (launch spawns workers that run setup again)
+    check_datasets_registered(cfg)  # a misspelt name: "Did you mean ...?" before anything reads its metadata
     set_num_classes_from_data(cfg)  # MODEL.{SEM_SEG_HEAD,ROI_HEADS}.NUM_CLASSES 0 -> the datasets' class count
     cfg.freeze()
     default_setup(cfg, args)
@@ -168,8 +170,9 @@ def main(args):
     check_test_datasets_not_empty(cfg)  # a training run evaluates them after its last iteration: check now
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        SegD2Checkpointer(model, save_dir=cfg.OUTPUT_DIR, allow_pickle=cfg.SEG_D2.CHECKPOINT.ALLOW_PICKLE
-                          ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        # evaluating weights that do not fit the config is an error; fine-tuning (training) skips those tensors
+        SegD2Checkpointer(model, save_dir=cfg.OUTPUT_DIR, allow_pickle=cfg.SEG_D2.CHECKPOINT.ALLOW_PICKLE,
+                          strict_shapes=True).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

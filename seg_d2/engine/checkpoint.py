@@ -18,7 +18,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["CheckpointError", "CorruptCheckpointError", "UnsafeCheckpointError", "SegD2Checkpointer"]
+__all__ = ["CheckpointError", "CorruptCheckpointError", "UnsafeCheckpointError", "IncompatibleWeightsError",
+           "SegD2Checkpointer", "check_weight_shapes"]
 
 ALLOW_PICKLE_KEY = "SEG_D2.CHECKPOINT.ALLOW_PICKLE"
 
@@ -33,6 +34,27 @@ class CorruptCheckpointError(CheckpointError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint that needs full pickle (arbitrary code) to load, while pickle is not allowed."""
+
+
+class IncompatibleWeightsError(CheckpointError):
+    """Weights whose tensors do not fit the model's shapes: trained with another config."""
+
+
+def check_weight_shapes(incompatible, path: str) -> None:
+    """Raise :class:`IncompatibleWeightsError` if fvcore's ``_load_model`` result has any tensor of another shape
+    than the model's (e.g. a 3-class model's predictor under a 5-class config), naming the key, both shapes and
+    the config to use instead. detectron2 only logs it and leaves those tensors random, which is right for
+    fine-tuning, and wrong for inference, evaluation and export."""
+    wrong = incompatible.incorrect_shapes
+    if not wrong:
+        return
+    key, in_file, in_model = wrong[0]
+    config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
+    where = f" (here: {config})" if os.path.isfile(config) else ""
+    raise IncompatibleWeightsError(
+        f"Weights {path} do not fit this config's model: {key} is {tuple(in_file)} in the weights but "
+        f"{tuple(in_model)} in the model" + (f" (and {len(wrong) - 1} more tensors)" if len(wrong) > 1 else "")
+        + f". Pass the config they were trained with: the training run's OUTPUT_DIR/config.yaml{where}.")
 
 
 def _fsync_dir(path: str) -> None:
@@ -115,9 +137,17 @@ class SegD2Checkpointer(DetectionCheckpointer):
     """
 
     def __init__(self, model, save_dir: str = "", *, save_to_disk: Optional[bool] = None, allow_pickle: bool = False,
-                 **checkpointables):
+                 strict_shapes: bool = False, **checkpointables):
+        """
+        Args:
+            allow_pickle: load files that need full pickle (``SEG_D2.CHECKPOINT.ALLOW_PICKLE``).
+            strict_shapes: a tensor of another shape than the model's is an error (:func:`check_weight_shapes`)
+                instead of detectron2's skipped-with-a-warning (fine-tuning): for evaluation and inference.
+        """
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.allow_pickle = allow_pickle
+        self.strict_shapes = strict_shapes
+        self._loading = None
         self.logger = logging.getLogger(__name__)
 
     # --- saving ---
@@ -140,12 +170,19 @@ class SegD2Checkpointer(DetectionCheckpointer):
 
     # --- loading ---
     def load(self, path: str, *args, **kwargs) -> Dict[str, Any]:
+        self._loading = path
         try:
             return super().load(path, *args, **kwargs)
         finally:
             # detectron2 main asserts this is None when a load starts, and resets it only after a load that
             # succeeded: a refused or corrupt file would break every later load on this checkpointer.
             self._parsed_url_during_load = None
+
+    def _load_model(self, checkpoint: Dict[str, Any]):
+        incompatible = super()._load_model(checkpoint)
+        if self.strict_shapes:
+            check_weight_shapes(incompatible, self._loading or "(weights)")
+        return incompatible
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         if filename.endswith(".pyth"):  # pycls: detectron2 loads it with full pickle

@@ -80,5 +80,6 @@ def build_evaluator_with_visualization(cfg, dataset_name: str, output_folder: st
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     evaluators = [build_evaluator(cfg, dataset_name, output_folder)]
     if cfg.TEST.VIS_NUM_IMAGES > 0:
-        evaluators.append(PredictionVisualizer(dataset_name, output_folder, cfg.TEST.VIS_NUM_IMAGES))
+        evaluators.append(PredictionVisualizer(dataset_name, output_folder, cfg.TEST.VIS_NUM_IMAGES,
+                                               score_threshold=cfg.TEST.VIS_SCORE_THRESH))
     return EvaluatorsWithPerClassTable(evaluators, output_folder)

@@ -7,6 +7,7 @@ import re
 from collections import OrderedDict
 from typing import Dict, List
 
+import cv2
 import numpy as np
 import torch
 from tabulate import tabulate
@@ -16,12 +17,23 @@ from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
 from ..data.sem_seg_io import read_image, read_label_map
-from ..utils.visualizer import IGNORE_COLOR, draw_instance_annotations, draw_instances, draw_sem_seg, write_image
+from ..utils.visualizer import draw_instance_annotations, draw_instances, draw_sem_seg, write_image
 
 __all__ = ["PredictionVisualizer", "EvaluatorsWithPerClassTable", "per_class_rows"]
 
-_WRONG_COLOR = (255, 0, 0)  # error map: pixels whose predicted class is wrong
-_SCORE_THRESHOLD = 0.5  # instances drawn in the prediction panel
+# Error map colours. The rest of the image is faded towards white (every channel >= 153), so a dark, saturated
+# colour cannot be mistaken for it: not the ignore grey (128) of the class panels, which a faded black
+# pixel (153) resembles.
+_WRONG_COLOR = (255, 0, 0)  # predicted class wrong
+_ERROR_IGNORED_COLOR = (0, 60, 200)  # ground truth ignored: no error counted there
+_TITLE_HEIGHT = 18
+
+
+def _titled(panel: np.ndarray, title: str) -> np.ndarray:
+    """``panel`` under a white strip with ``title`` in black."""
+    strip = np.full((_TITLE_HEIGHT, panel.shape[1], 3), 255, dtype=np.uint8)
+    cv2.putText(strip, title, (3, _TITLE_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, panel], axis=0)
 
 
 def _side_by_side(*panels: np.ndarray) -> np.ndarray:
@@ -37,20 +49,22 @@ def _side_by_side(*panels: np.ndarray) -> np.ndarray:
 
 
 def error_map(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, ignore_label: int) -> np.ndarray:
-    """The image dimmed, wrong pixels red, ignored pixels grey (RGB uint8)."""
+    """The image faded, wrong pixels red, ignored pixels dark blue (RGB uint8)."""
     out = (image.astype(np.float32) * 0.4 + 255 * 0.6).astype(np.uint8)  # faded: errors stand out
     ignored = gt == ignore_label
     out[(pred != gt) & ~ignored] = _WRONG_COLOR
-    out[ignored] = IGNORE_COLOR
+    out[ignored] = _ERROR_IGNORED_COLOR
     return out
 
 
 class PredictionVisualizer(DatasetEvaluator):
     """Writes ``<output_dir>/vis/<image>.png`` for the first ``num_images`` images evaluated on the
-    main process: prediction | ground truth, plus an error map (wrong pixels red, ignored grey) for
-    semantic outputs. Instances are drawn with detectron2's Visualizer (scores >= 0.5)."""
+    main process: titled panels "prediction" | "ground truth", plus "errors" (wrong pixels red, ignored
+    dark blue) for semantic outputs. Instances are drawn with detectron2's Visualizer, those scoring at
+    least ``score_threshold`` (``TEST.VIS_SCORE_THRESH``)."""
 
-    def __init__(self, dataset_name: str, output_dir: str, num_images: int = 8):
+    def __init__(self, dataset_name: str, output_dir: str, num_images: int = 8, score_threshold: float = 0.5):
+        self._score_threshold = score_threshold
         self._dataset_name = dataset_name
         self._metadata = MetadataCatalog.get(dataset_name)
         self._vis_dir = os.path.join(output_dir, "vis")
@@ -82,8 +96,10 @@ class PredictionVisualizer(DatasetEvaluator):
                 panels = self._instance_panels(image, out["instances"], record)
             else:
                 continue
+            titles = ["prediction", "ground truth", "errors: red wrong, blue ignored"]
             stem = os.path.splitext(os.path.basename(inp["file_name"]))[0]
-            write_image(os.path.join(self._vis_dir, f"{stem}.png"), _side_by_side(*panels))
+            write_image(os.path.join(self._vis_dir, f"{stem}.png"),
+                        _side_by_side(*[_titled(p, t) for p, t in zip(panels, titles)]))
 
     def _sem_seg_panels(self, image, sem_seg: torch.Tensor, record) -> List[np.ndarray]:
         pred = sem_seg.argmax(dim=0).cpu().numpy()
@@ -96,7 +112,7 @@ class PredictionVisualizer(DatasetEvaluator):
 
     def _instance_panels(self, image, instances, record) -> List[np.ndarray]:
         instances = instances.to("cpu")
-        panels = [draw_instances(image, instances[instances.scores >= _SCORE_THRESHOLD], self._metadata)]
+        panels = [draw_instances(image, instances[instances.scores >= self._score_threshold], self._metadata)]
         annos = record.get("annotations")
         if annos is not None:
             classes = [a["category_id"] for a in annos]  # contiguous ids, as the dataset's dicts hold them

@@ -21,7 +21,7 @@ from detectron2.data import transforms as T
 from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
 
-from seg_d2.engine.checkpoint import SegD2Checkpointer
+from seg_d2.engine.checkpoint import IncompatibleWeightsError, SegD2Checkpointer, check_weight_shapes
 from seg_d2.modeling import check_model_config
 
 __all__ = [
@@ -262,12 +262,16 @@ class SegPredictor(ImageFormatMixin):
         except Exception as e:
             raise SetupError(f"Cannot load weights file {path} ({key}): {e}") from None
         incompatible = checkpointer._load_model(checkpoint)
+        try:
+            check_weight_shapes(incompatible, path)  # e.g. a 3-class model under a 5-class config
+        except IncompatibleWeightsError as e:
+            raise SetupError(f"{e} (given: {self.config_file}, {key} {path})") from None
         total = len(self.model.state_dict())
-        bad = list(incompatible.missing_keys) + [k for k, *_ in incompatible.incorrect_shapes]
-        if total and len(bad) > total // 2:
+        missing = list(incompatible.missing_keys)
+        if total and len(missing) > total // 2:
             raise SetupError(
-                f"Weights file {path} ({key}) does not fit the model of {self.config_file}: {len(bad)} of "
-                f"{total} tensors are missing or of another shape (e.g. {bad[:3]}). Was it trained with this config?"
+                f"Weights file {path} ({key}) does not fit the model of {self.config_file}: {len(missing)} of "
+                f"{total} tensors are missing (e.g. {missing[:3]}). Was it trained with this config?"
             )
         checkpointer._log_incompatible_keys(incompatible)
         logger.info(f"Loaded weights {path}")

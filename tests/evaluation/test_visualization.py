@@ -34,11 +34,19 @@ def test_semantic_panels_and_error_map(tmp_path):
     panel = np.asarray(Image.open(tmp_path / "vis" / written[0]).convert("RGB"))
     h, w = image.shape[:2]
     assert panel.shape[0] >= h and panel.shape[1] >= 3 * w  # prediction | ground truth | error map
-    assert np.abs(panel[:h, :w].astype(int) - image).mean() > 5  # the overlay is drawn on the image
+    assert np.abs(panel[18:h + 18, :w].astype(int) - image).mean() > 5  # the overlay is drawn on the image
     gt = read_label_map(dicts[0]["sem_seg_file_name"])
     err = error_map(image, np.where(np.arange(h)[:, None] < 10, 1, gt), gt, 255)
     wrong = (np.arange(h)[:, None] < 10) & (gt != 1)
     assert (err[wrong] == [255, 0, 0]).all() and not (err[~wrong] == [255, 0, 0]).all(axis=-1).any()
+    # ignored pixels: a colour that no faded pixel can take (faded: every channel >= 153; a black pixel
+    # became 153 grey, which the old ignore grey, 128, resembled)
+    black = np.zeros((2, 2, 3), np.uint8)
+    err = error_map(black, np.zeros((2, 2)), np.array([[0, 255], [0, 0]]), 255)
+    faded, ignored = err[0, 0].astype(int), err[0, 1].astype(int)
+    assert (faded >= 150).all() and ignored.min() < 100 and np.abs(faded - ignored).max() > 100
+    # titled panels: a title strip above each (dark text pixels in it), the image below
+    assert panel.shape[0] == h + 18 and (panel[:18, :w] < 100).any() and (panel[:18, 2 * w:] < 100).any()
 
 
 def test_instance_panels(tmp_path):
@@ -53,6 +61,33 @@ def test_instance_panels(tmp_path):
     (out,) = (tmp_path / "vis").iterdir()
     panel = np.asarray(Image.open(out).convert("RGB"))
     assert panel.shape[1] >= 2 * d["width"]  # prediction | ground truth
+
+
+def test_instance_panel_score_threshold_is_a_config_key(tmp_path):
+    """After brief training every score is low: with TEST.VIS_SCORE_THRESH 0.0 the prediction panel shows them
+    (the old fixed 0.5 left it empty while evaluation ran at 0.0)."""
+    from seg_d2 import get_cfg
+    from seg_d2.evaluation import build_evaluator_with_visualization
+
+    name = "seg_d2_shapes_val"
+    d = DatasetCatalog.get(name)[0]
+    inst = Instances((d["height"], d["width"]))
+    inst.pred_boxes = Boxes(torch.tensor([[5.0, 5.0, 60.0, 60.0]]))
+    inst.scores = torch.tensor([0.2])
+    inst.pred_classes = torch.tensor([0])
+    image = np.asarray(Image.open(d["file_name"]).convert("RGB"))
+    drawn = {}
+    for thresh in (0.5, 0.0):
+        cfg = get_cfg()
+        cfg.merge_from_list(["TEST.VIS_SCORE_THRESH", str(thresh)])
+        out = tmp_path / str(thresh)
+        evaluators = build_evaluator_with_visualization(cfg, name, str(out))
+        (vis,) = [e for e in evaluators._evaluators if isinstance(e, PredictionVisualizer)]
+        vis.process([{"file_name": d["file_name"]}], [{"instances": inst}])
+        (png,) = (out / "vis").iterdir()
+        panel = np.asarray(Image.open(png).convert("RGB"))[18:18 + d["height"], :d["width"]].astype(int)
+        drawn[thresh] = np.abs(panel - image).mean()
+    assert drawn[0.5] < 0.5 and drawn[0.0] > 2  # the box and its label drawn only at 0.0
 
 
 class _Fixed(DatasetEvaluator):

@@ -5,6 +5,7 @@ import shutil
 
 import cv2
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 
 from tests.conftest import REPO, run_tool
@@ -90,13 +91,42 @@ def test_semantic_overlays_cli(sem_run, val_images, tmp_path):
         assert conf.shape[0] == h and conf.shape[1] == w + 64
 
 
+def test_semantic_label_maps_with_save_masks(demo, sem_run, val_images, tmp_path):
+    """--save-masks: one label map of class indices per image, the overlay's classes; and a threshold no
+    pixel reaches is said, with the highest probability seen."""
+    import io
+    from contextlib import redirect_stdout
+
+    args = ["--config-file", str(sem_run / "config.yaml"), "--input", val_images[0], "--output", str(tmp_path / "o"),
+            "--save-masks", "--opts", "MODEL.WEIGHTS", str(sem_run / "model_final.pth")]
+    (rec,) = demo.main(demo.get_parser().parse_args(args))
+    labels = cv2.imread(rec["label_map"], cv2.IMREAD_UNCHANGED)
+    assert labels.dtype == np.uint8 and labels.shape == _rgb(val_images[0]).shape[:2]
+    names = ["background", "circle", "square", "triangle", "star"]
+    ids, counts = np.unique(labels, return_counts=True)
+    assert {names[i]: int(n) for i, n in zip(ids, counts)} == rec["pixels"]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        (rec,) = demo.main(demo.get_parser().parse_args([*args[:6], "--confidence-threshold", "1.01", *args[6:]]))
+    assert rec["pixels"] == {} and (cv2.imread(rec["label_map"], cv2.IMREAD_UNCHANGED) == 255).all()
+    assert f"nothing found: no pixel's top class probability reached --confidence-threshold 1.01; the highest was " \
+           f"{rec['top_score']}" in out.getvalue()
+
+
+def test_label_maps_of_many_classes_are_16_bit(demo, tmp_path):
+    labels = np.array([[0, 300], [-1, 7]])
+    path = demo.write_label_map(str(tmp_path / "x_labels.png"), labels, 301)
+    read = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    assert read.dtype == np.uint16 and read.tolist() == [[0, 300], [65535, 7]]
+
+
 def test_instance_overlays(demo, ins_run, val_images, tmp_path):
     """Masks, boxes, names and scores drawn where the model found instances; nothing without any."""
 
-    def run(threshold, out):
+    def run(threshold, out, *opts):
         args = demo.get_parser().parse_args([
             "--config-file", str(INS_CONFIG), "--input", val_images[0], "--output", str(tmp_path / out),
-            "--confidence-threshold", threshold, "--opts", "MODEL.WEIGHTS", str(ins_run / "model_final.pth"),
+            "--confidence-threshold", threshold, "--opts", "MODEL.WEIGHTS", str(ins_run / "model_final.pth"), *opts,
         ])
         (rec,) = demo.main(args)
         return rec, _rgb(rec["output"])
@@ -111,9 +141,18 @@ def test_instance_overlays(demo, ins_run, val_images, tmp_path):
         x0, y0, x1, y1 = (int(round(v)) for v in inst["box"])
         inside[max(y0, 0): y1 + 1, max(x0, 0): x1 + 1] = True
     assert _changed(vis, src)[inside].mean() > 0.05
-    rec, vis = run("1.0", "none")  # no score reaches 1: no prediction, the image unchanged
+    for inst in rec["instances"]:  # each mask as COCO RLE, at the image's size, inside its box
+        mask = mask_util.decode(inst["segmentation"])
+        assert mask.shape == src.shape[:2]
+        if mask.any():
+            x, y, w, h = mask_util.toBbox(inst["segmentation"])
+            x0, y0, x1, y1 = inst["box"]
+            assert x >= x0 - 1 and y >= y0 - 1 and x + w <= x1 + 1 and y + h <= y1 + 1
+    # no score reaches 1: no prediction, the image unchanged (the model run at its config's threshold, 0 here)
+    rec, vis = run("1.0", "none", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
     assert rec["instances"] == []
     assert _changed(vis, src).mean() < 0.001
+    assert 0 < rec["top_score"] < 1  # and the record (and the console) say what the best was
 
 
 def test_video(demo, sem_run, val_images, tmp_path):
@@ -175,3 +214,37 @@ def test_bad_inputs_name_the_file(demo, sem_run, ins_run, val_images, tmp_path):
     res = run_tool([DEMO, *config, *out, "--input", missing, *weights])
     assert res.returncode == 2 and f"Input image not found: {missing}" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_weights_that_do_not_fit_the_config_are_an_error_in_every_inference_tool(demo, sem_run, val_images,
+                                                                                   tmp_path):
+    """A 5-class model with a 3-class config: only the class predictor's tensors differ, which the demo once
+    ran anyway (labels from the wrong classes, exit 0). The demo, the exporter and train_net --eval-only
+    now stop, naming the tensor, both shapes and the run's config.yaml; training (fine-tuning) still
+    skips those tensors as detectron2 does."""
+    weights = str(sem_run / "model_final.pth")
+    wrong = ["MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3"]
+    expected = (rf"Weights {weights} do not fit this config's model: \S+ is \(\d+, [^)]*\) in the weights but "
+                rf"\(3, [^)]*\) in the model.*OUTPUT_DIR/config\.yaml \(here: {sem_run / 'config.yaml'}\)")
+    import re
+
+    res = run_tool([DEMO, "--config-file", SEM_CONFIG, "--input", val_images[0], "--output", tmp_path / "demo",
+                    "--opts", "MODEL.WEIGHTS", weights, *wrong])
+    assert res.returncode == 2 and re.search(expected, res.stderr), res.stderr[-2000:]
+    assert not (tmp_path / "demo").exists() or not any((tmp_path / "demo").iterdir())
+    res = run_tool([REPO / "tools" / "deploy" / "export_model.py", "--config-file", SEM_CONFIG, "--output",
+                    tmp_path / "export", "MODEL.WEIGHTS", weights, *wrong])
+    assert res.returncode != 0 and re.search(expected, res.stdout + res.stderr), (res.stdout + res.stderr)[-2000:]
+    # --eval-only: a config whose classes fit the data (checked first) but whose widths differ (16 -> 8 channels)
+    res = run_tool([TRAIN_NET, "--config-file", SEM_CONFIG, "--eval-only", "MODEL.WEIGHTS", weights,
+                    "MODEL.UNET.BASE_CHANNELS", "8", "DATASETS.TEST", "('seg_d2_shapes_sem_seg_val_mini',)",
+                    "OUTPUT_DIR", tmp_path / "eval"])
+    log = res.stdout + res.stderr
+    assert res.returncode != 0 and re.search(rf"Weights {weights} do not fit this config's model: \S+ is \(16, [^)]*\) "
+                                             rf"in the weights but \(8, [^)]*\) in the model \(and \d+ more tensors\)", log), log[-2000:]
+    assert "copypaste" not in log  # nothing evaluated
+    # fine-tuning from them: detectron2's skip-and-log, and training goes on
+    res = run_tool([TRAIN_NET, "--config-file", SEM_CONFIG, *INSTANT, "MODEL.WEIGHTS", weights,
+                    "MODEL.UNET.BASE_CHANNELS", "8", "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", tmp_path / "finetune"])
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert "Skip loading parameter" in res.stdout + res.stderr

@@ -80,6 +80,20 @@ def test_an_unregistered_dataset_says_how_to_register_it(user_folder):
             "tools/train_net.py with --coco-dataset my_ds JSON IMAGE_ROOT") in _log(res)
 
 
+def test_a_misspelt_dataset_with_num_classes_0_says_did_you_mean(user_folder):
+    """NUM_CLASSES 0 reads the datasets' classes: with a typo in DATASETS.TRAIN that reported "no dataset ... has
+    stuff_classes metadata"; the "not registered. Did you mean" hint comes first now."""
+    res = run_tool([TRAIN_NET, "--config-file", "configs/Shapes-SemanticSegmentation/unet_classic_c16_scratch_bs8_600it.yaml",
+                    "--sem-seg-folder", "scans_train", "my_scans/images/train", "my_scans/labels/train",
+                    "background,lesion", "DATASETS.TRAIN", "('scans_trian',)", "DATASETS.TEST", "()",
+                    "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "0", *FAST, "OUTPUT_DIR", user_folder / "out_typo"],
+                   cwd=user_folder)
+    assert res.returncode != 0
+    log = _log(res)
+    assert "Dataset 'scans_trian' of DATASETS.TRAIN is not registered. Did you mean 'scans_train'?" in log, log[-3000:]
+    assert "stuff_classes metadata" not in log
+
+
 @pytest.fixture(scope="module")
 def train_net():
     spec = importlib.util.spec_from_file_location("seg_d2_tools_train_net", TRAIN_NET)
