@@ -1,19 +1,26 @@
-"""Axis-aligned ROIAlign for CPU tensors, as separable matrix products.
+"""Axis-aligned ROIAlign for CPU tensors: torchvision's forward, a fast backward.
 
-torchvision's CPU ``roi_align`` kernel is scalar and single-threaded (its backward most of all),
-which made it about 40 % of a CPU Mask R-CNN training step. Axis-aligned ROIAlign is separable:
-every bilinear tap weight is (row weight) x (column weight), and the inside-the-map test is
-(row inside) and (column inside). So, with the feature-map crop under an ROI,
+torchvision's CPU ``roi_align`` kernel is scalar and single-threaded, its backward most of all
+(scatter-adds tap by tap): it was about 40 % of a CPU Mask R-CNN training step. Axis-aligned
+ROIAlign is separable: every bilinear tap weight is (row weight) x (column weight), and the
+inside-the-map test is (row inside) and (column inside). So, with the feature-map crop under an ROI,
 
     out[k, :, ph, pw] = sum_{y, x} Ay[k, ph, y] * Ax[k, pw, x] * crop[k, y, x, :]
 
 where ``Ay[k, ph, y]`` sums the row weights of bin row ``ph``'s samples (divided by their number)
-and ``Ax`` likewise for columns. One gather of the crops and two batched matrix products compute
-the forward; the backward is the transposed products and one ``index_add_`` into the map. The
-sample points, clamping and sampling-ratio rules are torchvision's ``roi_align_kernel.cpp``
-(``aligned`` shifts by -0.5 pixel; ``aligned=False`` makes ROIs at least 1 pixel in size;
-``sampling_ratio <= 0`` takes ceil(roi size / pooled size) samples per bin, per ROI).
+and ``Ax`` likewise for columns. The backward is the transpose: two batched matrix products per
+chunk of ROIs and one ``index_add_`` into the map. The sample points, clamping and sampling-ratio
+rules are torchvision's ``roi_align_kernel.cpp`` (``aligned`` shifts by -0.5 pixel;
+``aligned=False`` makes ROIs at least 1 pixel in size; ``sampling_ratio <= 0`` takes
+ceil(roi size / pooled size) samples per bin, per ROI).
+
+The forward is torchvision's op itself, not these products (which sum in another order, so differ
+in the last bits): a scripted, traced or exported model can only run torchvision's op, and must
+give exactly what the eager model gives (detectron2 v0.6's test_roi_pooler.py::test_scriptability
+asserts torch.equal). The backward's gradient is the same linear map's transpose, equal to
+torchvision's up to float rounding.
 """
+
 from typing import Tuple
 
 import torch
@@ -101,35 +108,19 @@ def _plan(rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, aligned, h, w
 class _ROIAlignCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, rois, output_size, spatial_scale, sampling_ratio, aligned):
-        n, c, h, w = input.shape
-        ph, pw = output_size
-        k = rois.shape[0]
-        cdt = torch.promote_types(input.dtype, torch.float32)
         ctx.input_shape = input.shape
-        ctx.output_size = output_size
-        out = input.new_empty(k, ph, pw, c, dtype=cdt)  # in crop-size order
-        ctx.plan = None
-        if k and c and h and w:
-            order, chunks = ctx.plan = _plan(rois, spatial_scale, ph, pw, sampling_ratio, aligned, h, w, c, cdt)
-            table = input.detach().to(cdt).permute(0, 2, 3, 1).reshape(n * h * w, c)
-            for sl, pix, ay, ax in chunks:
-                crop = table.index_select(0, pix).view(ay.shape[0], ay.shape[2], -1)
-                rows = torch.bmm(ay, crop).view(ay.shape[0], ph, ax.shape[2], c)  # contract crop rows
-                torch.matmul(ax.unsqueeze(1), rows, out=out[sl])  # then columns
-            out = torch.empty_like(out).index_copy_(0, order, out)
-        else:
-            out.zero_()
-        return out.permute(0, 3, 1, 2).to(input.dtype)
+        ctx.args = (rois.detach(), output_size, spatial_scale, sampling_ratio, aligned)
+        return _tv_forward(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
         n, c, h, w = ctx.input_shape
-        ph, pw = ctx.output_size
+        rois, (ph, pw), spatial_scale, sampling_ratio, aligned = ctx.args
         cdt = torch.promote_types(grad_output.dtype, torch.float32)
         grad_table = grad_output.new_zeros(n * h * w, c, dtype=cdt)
-        if ctx.plan is not None:
-            order, chunks = ctx.plan
+        if rois.shape[0] and c and h and w:
+            order, chunks = _plan(rois, spatial_scale, ph, pw, sampling_ratio, aligned, h, w, c, cdt)
             g = grad_output.to(cdt).permute(0, 2, 3, 1)[order]  # [K, PH, PW, C] in crop-size order
             for sl, pix, ay, ax in chunks:
                 cols = torch.matmul(ax.transpose(1, 2).unsqueeze(1), g[sl])  # [k, PH, Lw, C]
@@ -137,6 +128,14 @@ class _ROIAlignCPU(torch.autograd.Function):
                 grad_table.index_add_(0, pix, crop.view(-1, c))
         grad = grad_table.view(n, h, w, c).permute(0, 3, 1, 2).to(grad_output.dtype)
         return grad, None, None, None, None, None
+
+
+def _tv_forward(input, rois, output_size, spatial_scale, sampling_ratio, aligned):
+    """torchvision's forward; bfloat16, which its CPU kernel lacks, computed in float32."""
+    if input.dtype == torch.bfloat16:
+        out = _tv_roi_align(input.float(), rois.float(), output_size, spatial_scale, sampling_ratio, aligned)
+        return out.to(input.dtype)
+    return _tv_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
 
 def roi_align(
@@ -147,11 +146,12 @@ def roi_align(
     sampling_ratio: int = -1,
     aligned: bool = False,
 ) -> torch.Tensor:
-    """``torchvision.ops.roi_align`` (ROIs as a [K, 5] tensor), faster on CPU.
+    """``torchvision.ops.roi_align`` (ROIs as a [K, 5] tensor), with a faster CPU backward.
 
-    CPU tensors outside tracing and scripting take the separable path above; anything else (CUDA
-    tensors, TorchScript, tracing and ONNX export, which need torchvision's single op) calls
-    torchvision's op.
+    The output is always torchvision's op's, bit for bit, so eager, scripted and traced models
+    agree. CPU tensors that need a gradient (outside tracing and scripting) get the separable
+    backward above; anything else (CUDA tensors, inference, TorchScript, tracing and ONNX export,
+    which need torchvision's single op in the graph) is torchvision's op alone.
     """
     if (
         input.device.type != "cpu"
@@ -166,4 +166,7 @@ def roi_align(
         raise ValueError(f"expected input [N, C, H, W] and rois [K, 5], got {tuple(input.shape)} and {tuple(rois.shape)}")
     if isinstance(output_size, int):
         output_size = (output_size, output_size)
-    return _ROIAlignCPU.apply(input, rois, tuple(int(s) for s in output_size), float(spatial_scale), int(sampling_ratio), bool(aligned))
+    output_size = tuple(int(s) for s in output_size)
+    if not (torch.is_grad_enabled() and input.requires_grad):
+        return _tv_forward(input, rois, output_size, float(spatial_scale), int(sampling_ratio), bool(aligned))
+    return _ROIAlignCPU.apply(input, rois, output_size, float(spatial_scale), int(sampling_ratio), bool(aligned))

@@ -7,9 +7,11 @@ vectorised torch code that runs on whatever device its inputs are on.
 ``box_iou_rotated`` and ``nms_rotated`` reproduce detectron2 v0.6's CPU kernel
 (``single_box_iou_rotated<T>`` in ``csrc/box_iou_rotated/box_iou_rotated_utils.h``) operation by
 operation, in its arithmetic: ``T`` = float (double for float64 boxes), the angle and the centre
-shift in double, the same edge-crossing and vertex-inside tests with the same literals, the
-Graham scan with libstdc++'s ``std::sort`` and the same pops, and the same summation order of the
-area. The IoUs are then bit-identical to a compiled build's, which matters well beyond the last
+shift in double (both boxes are intersected around their mid-point), the same edge-crossing and
+vertex-inside tests with the same literals and the same slack (``EPS`` = 1e-5, compared in double;
+without it nearly identical boxes get IoUs of 0.6, detectron2 issues #2154 and #2167), the Graham
+scan with libstdc++'s ``std::sort`` and the same pops, and the same summation order of the area.
+The IoUs are then bit-identical to a compiled build's, which matters well beyond the last
 digit: detectron2's ``Matcher`` (``allow_low_quality_matches``) makes every anchor whose IoU
 *equals* a ground-truth box's best one positive, so anchors that cover a small box equally well
 (IoU = box area / anchor area, for all of them) tie or not depending on float rounding. A float64
@@ -17,8 +19,12 @@ computation rounded to float32 resolves those ties differently from the C++, whi
 RPN losses of detectron2's own ``test_rroi_heads`` (0.24298 / 0.40453 instead of 0.24277 /
 0.36466). Parity includes the kernel's flaws: where edges of the two boxes are almost parallel
 and overlap, its Graham scan (which takes points within 1e-6, absolute, of collinear as equal
-angles) can fold the hull, e.g. IoU 3.0 for two 4x2 boxes 1e-5 degrees apart; the op returns
-what the compiled kernel returns (checked bit for bit against its source built with g++ -O3).
+angles) can fold the hull, e.g. IoU 3.0 for two 4x4 boxes 1e-5 degrees apart in double; and its
+EPS, absolute on dot products of lengths squared, reaches 1e-2 beyond the sides of 1e-3-wide
+boxes, whose IoUs then fall outside [0, 1]. The op returns what the compiled kernel returns
+(checked bit for bit against its source built with g++ -O2, as the compiled detectron2 here
+computes; GCC 12 at -O3 vectorises it into a few different float results, e.g. 12 ulps on issue
+#2154's IoU, and agrees again with -fno-tree-vectorize).
 
 On CUDA tensors the ops still follow the CPU kernel's arithmetic: detectron2's CUDA kernel
 differs from it by FMA contractions (nvcc's default) and a different sort, which no sequence of
@@ -51,6 +57,11 @@ _ROI_CHUNK = 1 << 23
 
 # The C++ kernel's degrees -> radians factor ("M_PI / 180. == 0.01745329251"), not math.pi / 180.
 _DEG2RAD = 0.01745329251
+# get_intersection_points' "double EPS = 1e-5" (detectron2 PR #2178, for its issues #2154 and #2167;
+# in v0.6): edge crossings are taken for t in (-EPS, 1 + EPS) along both edges, and vertices inside
+# the other box with a slack of EPS on the dot products. Without it, nearly identical boxes miss
+# crossings or vertices and their IoU collapses (0.60 and 0.58 instead of 1 for those issues' boxes).
+_EPS = 1e-5
 # Relative margin of the overlap pre-tests, far above the kernel's float32 rounding (~1e-7): a
 # pair is only skipped (IoU 0 without the kernel) when it is separated by more than this.
 _MARGIN = 1e-4
@@ -104,6 +115,11 @@ def _gt(x: torch.Tensor, c: float) -> torch.Tensor:
     return x > c if x.dtype == torch.float64 else x > _f32_floor(c, False)
 
 
+def _lt_plus(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
+    """``x < y + c`` for T ``x, y`` and a double ``c``: C++ adds in double, so this does too."""
+    return _double(x) < _double(y) + c
+
+
 # ----------------------------------------------------------------------------- the C++ kernel
 #
 # Every function below mirrors one of box_iou_rotated_utils.h, on K pairs at once; the
@@ -137,7 +153,8 @@ def _kernel_inside(px, py, qx, qy, ex, ey):
     apx, apy = px - qx[:1], py - qy[:1]
     ap_ab = apx * abx + apy * aby
     ap_ad = -(apx * dax + apy * day)
-    return (ap_ab >= 0) & (ap_ad >= 0) & (ap_ab <= ab_ab) & (ap_ad <= ad_ad)
+    # "(APdotAB > -EPS) && (APdotAD > -EPS) && (APdotAB < ABdotAB + EPS) && (APdotAD < ADdotAD + EPS)"
+    return _gt(ap_ab, -_EPS) & _gt(ap_ad, -_EPS) & _lt_plus(ap_ab, ab_ab, _EPS) & _lt_plus(ap_ad, ad_ad, _EPS)
 
 
 def _kernel_points(p1x, p1y, p2x, p2y):
@@ -156,7 +173,8 @@ def _kernel_points(p1x, p1y, p2x, p2y):
     dy = p2y[None] - p1y[:, None]
     t1 = (bx * dy - dx * by) / det
     t2 = (ax * dy - dx * ay) / det
-    hit = ~_le(det.abs(), 1e-14) & (t1 >= 0) & (t1 <= 1) & (t2 >= 0) & (t2 <= 1)
+    # "t1 > -EPS && t1 < 1.0f + EPS && t2 > -EPS && t2 < 1.0f + EPS", compared in double
+    hit = ~_le(det.abs(), 1e-14) & _gt(t1, -_EPS) & _lt(t1, 1.0 + _EPS) & _gt(t2, -_EPS) & _lt(t2, 1.0 + _EPS)
     cx = p1x[:, None] + ax * t1  # pts1[i] + vec1[i] * t1
     cy = p1y[:, None] + ay * t1
     xs = torch.cat([cx.reshape(16, k), p1x, p2x])
@@ -366,13 +384,23 @@ def _valid(boxes: torch.Tensor) -> torch.Tensor:
     return ~_lt(boxes[:, 2] * boxes[:, 3], 1e-14)
 
 
+def _reach(side: torch.Tensor) -> torch.Tensor:
+    """Half of a box side (|side| / 2) grown by how far beyond it the kernel's EPS lets points
+    count: 2 EPS of the side (edge crossings at t in (-EPS, 1 + EPS)) plus EPS / |side| (vertices
+    within EPS, on the dot products, of the other box), both doubled for safety. This absolute
+    term is large for tiny boxes: the kernel sees 1e-3-wide boxes up to 1e-2 apart as overlapping."""
+    side = side.abs()
+    return side * (0.5 + 4 * _EPS) + (2 * _EPS) / side.clamp_min(1e-30)
+
+
 def _axis_aligned_extent(boxes: torch.Tensor):
     """Half extents (ex, ey) of the axis-aligned boxes enclosing the rotated ``boxes`` [K, 5],
-    grown by the pre-test margin (relative to the extents and to the coordinates, which bound
-    the distance of any two boxes, hence the kernel's rounding)."""
+    as far as the kernel reaches (``_reach``), grown by the pre-test margin (relative to the
+    extents and to the coordinates, which bound the distance of any two boxes, hence the
+    kernel's rounding)."""
     theta = boxes[:, 4] * _DEG2RAD
     c, s = torch.cos(theta).abs(), torch.sin(theta).abs()
-    w, h = boxes[:, 2].abs(), boxes[:, 3].abs()
+    w, h = 2 * _reach(boxes[:, 2]), 2 * _reach(boxes[:, 3])
     slack = _MARGIN * (boxes[:, 0].abs() + boxes[:, 1].abs() + w + h) + 1e-30
     ex = (c * w + s * h) * (0.5 * (1 + _MARGIN)) + slack
     ey = (s * w + c * h) * (0.5 * (1 + _MARGIN)) + slack
@@ -393,8 +421,9 @@ def _live_pairs(b1: torch.Tensor, b2: torch.Tensor, floor=None) -> torch.Tensor:
 
     Skipped: pairs clearly apart, by a separating-axis test on the 4 edge normals (a few dozen
     flops per pair, exact for rectangles, far tighter than enclosing boxes for thin or rotated
-    ones). "Clearly": by more than ``_MARGIN`` of the pair's size and distance, far beyond the
-    kernel's rounding, so that the kernel finds no intersection point either (IoU 0).
+    ones), on the boxes as far as the kernel's EPS reaches (``_reach``). "Clearly": by more than
+    ``_MARGIN`` of the pair's size and distance, far beyond the kernel's rounding, so that the
+    kernel finds no intersection point either (IoU 0).
 
     With ``floor`` set (NMS, which only asks whether IoU passes a threshold above ``floor``),
     also pairs whose IoU cannot reach it: their intersection is at most the overlap of each box
@@ -402,14 +431,15 @@ def _live_pairs(b1: torch.Tensor, b2: torch.Tensor, floor=None) -> torch.Tensor:
     exact one by ~1e-6 relative (far below the margin in ``floor``), except when edges of the two
     boxes are almost parallel, or the boxes tiny: its sort takes points within 1e-6 (absolute) of
     collinear as equal angles, which can fold the hull (IoU 3.0 for two nearly equal boxes).
-    Those pairs always go through the kernel.
+    Those pairs always go through the kernel. The bound is taken on the boxes as far as the
+    kernel's EPS reaches (``_reach``), the union on their true areas.
     """
     t1 = b1[:, 4] * _DEG2RAD
     t2 = b2[:, 4] * _DEG2RAD
     # unit axes of each box, in the vertex convention of the kernel: u = (c, -s), v = (s, c)
     c1, s1, c2, s2 = torch.cos(t1), torch.sin(t1), torch.cos(t2), torch.sin(t2)
     dx, dy = b2[:, 0] - b1[:, 0], b2[:, 1] - b1[:, 1]
-    a1, h1, a2, h2 = b1[:, 2].abs() * 0.5, b1[:, 3].abs() * 0.5, b2[:, 2].abs() * 0.5, b2[:, 3].abs() * 0.5
+    a1, h1, a2, h2 = _reach(b1[:, 2]), _reach(b1[:, 3]), _reach(b2[:, 2]), _reach(b2[:, 3])
     cd = (c1 * c2 + s1 * s2).abs()  # |cos(t1 - t2)|
     sd = (s1 * c2 - c1 * s2).abs()  # |sin(t1 - t2)|
     u1, v1 = dx * c1 - dy * s1, dx * s1 + dy * c1  # the centres' offset along box 1's axes
@@ -429,10 +459,13 @@ def _live_pairs(b1: torch.Tensor, b2: torch.Tensor, floor=None) -> torch.Tensor:
     def overlap(centre, half, radius):
         return (torch.minimum(radius, centre + half) - torch.maximum(-radius, centre - half)).clamp_min(0)
 
+    # an upper bound of the kernel's intersection (grown boxes), over the true union
     inter = torch.minimum(overlap(u1, eu1, a1) * overlap(v1, ev1, h1), overlap(u2, eu2, a2) * overlap(v2, ev2, h2))
-    union = (4 * a1 * h1 + 4 * a2 * h2 - inter).clamp_min(1e-300)
+    area1, area2 = (b1[:, 2] * b1[:, 3]).abs(), (b2[:, 2] * b2[:, 3]).abs()
+    union = (area1 + area2 - inter).clamp_min(1e-300)
     # |sin(2 (t1 - t2))| < 1e-3: edges within ~0.03 degrees of parallel; a side below 1
-    exact_only = (2 * cd * sd < 1e-3) | (torch.minimum(torch.minimum(a1, h1), torch.minimum(a2, h2)) < 0.5)
+    sides = torch.stack([b1[:, 2], b1[:, 3], b2[:, 2], b2[:, 3]]).abs().amin(0)
+    exact_only = (2 * cd * sd < 1e-3) | (sides < 1)
     return live & (exact_only | (inter / union >= floor))
 
 

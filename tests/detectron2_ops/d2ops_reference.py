@@ -103,6 +103,7 @@ def shapely_iou(b1, b2):
 # compiled build" means, one pair at a time.
 
 _F32 = np.float32
+_K_EPS = 1e-5  # get_intersection_points' "double EPS = 1e-5" (detectron2 PR #2178, in v0.6)
 
 
 def _k_vertices(x, y, w, h, a, t):
@@ -138,7 +139,8 @@ def _k_points(pts1, pts2):
             vec12 = _k_sub(pts2[j], pts1[i])
             t1 = _k_cross(vec2[j], vec12) / det
             t2 = _k_cross(vec1[i], vec12) / det
-            if 0 <= t1 <= 1 and 0 <= t2 <= 1:
+            # "t1 > -EPS && t1 < 1.0f + EPS && ...": T promoted to double
+            if -_K_EPS < float(t1) < 1.0 + _K_EPS and -_K_EPS < float(t2) < 1.0 + _K_EPS:
                 out.append((pts1[i][0] + vec1[i][0] * t1, pts1[i][1] + vec1[i][1] * t1))
     for pa, pb, vb in ((pts1, pts2, vec2), (pts2, pts1, vec1)):
         ab, da = vb[0], vb[3]
@@ -146,7 +148,8 @@ def _k_points(pts1, pts2):
         for p in pa:
             ap = _k_sub(p, pb[0])
             ap_ab, ap_ad = _k_dot(ap, ab), -_k_dot(ap, da)
-            if ap_ab >= 0 and ap_ad >= 0 and ap_ab <= ab_ab and ap_ad <= ad_ad:
+            # "APdotAB > -EPS && ... && APdotAB < ABdotAB + EPS && ...", in double
+            if -_K_EPS < float(ap_ab) < float(ab_ab) + _K_EPS and -_K_EPS < float(ap_ad) < float(ad_ad) + _K_EPS:
                 out.append(p)
     return out
 

@@ -117,7 +117,9 @@ def test_precision_at_large_coordinates():
     b1 = [1e6, 5e5, 30.0, 20.0, 33.0]
     b2 = [1e6 + d * math.cos(a), 5e5 - d * math.sin(a), 30.0, 20.0, 33.0]
     got = iou([b1], [b2], torch.float64).item()  # computed in double, returned as float32
-    assert got == pytest.approx((30 - d) / (30 + d), abs=6e-8)
+    # the kernel's EPS slack (points up to 1e-5 of an edge beyond it) costs ~1e-7 here
+    assert got == pytest.approx((30 - d) / (30 + d), abs=2e-7)
+    assert got == torch.tensor(ref.kernel_iou(b1, b2, double=True), dtype=torch.float32).item()
     # slightly different heights of long boxes (detectron2's large_close_boxes case)
     got = iou([[299.5, 417.370422, 600.0, 364.259186, 27.1828]], [[299.5, 417.370422, 600.0, 364.259155, 27.1828]])
     h1, h2 = torch.tensor([364.259186, 364.259155]).double().tolist()
@@ -185,8 +187,10 @@ def test_edge_sharing_configurations_match_the_kernel(dtype):
     # polygon clipping, detectron2's kernel included. With edges a hair from parallel (1e-5
     # degrees, or the kernel's inexact 90 degrees) its crossings and its Graham scan, whose
     # comparator takes points within 1e-6 (absolute) of collinear as equal angles, can build a
-    # non-convex hull: IoU 3.0 for two 4x2 boxes 1e-5 degrees apart, in float (as the C++
-    # source compiled with g++ -O3 returns). The op reproduces the kernel, quirks included.
+    # non-convex hull: IoU 3.0 for two 4x4 boxes 1e-5 degrees apart, in double (as the C++
+    # source compiled with g++ -O2 returns). v0.6's EPS slack (PR #2178) fixed the float cases
+    # that the earlier kernel got wrong (3.0 and 0.0 below) but not all. The op reproduces the
+    # kernel, quirks included.
     cases = _edge_sharing_cases()
     b1 = torch.tensor([c[0] for c in cases], dtype=dtype)
     b2 = torch.tensor([c[1] for c in cases], dtype=dtype)
@@ -196,11 +200,17 @@ def test_edge_sharing_configurations_match_the_kernel(dtype):
     assert torch.equal(got, expected.float())
     # the kernel is right (float64 reference, within its precision) but for a few such cases
     geometric = torch.tensor([rotated_iou(p, q) for p, q in cases], dtype=torch.float64)
-    wrong = (got.double() - geometric).abs() > (1e-7 if double else 2e-6)
+    # (the EPS slack adds up to ~1e-6 to nearly coincident boxes, in double too)
+    wrong = (got.double() - geometric).abs() > 2e-6
     assert 0 < int(wrong.sum()) <= 15
     if not double:
-        assert iou([[10, 10, 4, 2, 0]], [[10, 10, 4, 2, 1e-5]]).item() == 3.0
-        assert iou([[10, 10, 4, 2, 12.5]], [[10, 10, 8, 2, 12.5]]).item() == 0.0  # geometrically 0.5
+        # the kernel before PR #2178 gave 3.0 and 0.0
+        assert iou([[10, 10, 4, 2, 0]], [[10, 10, 4, 2, 1e-5]]).item() == pytest.approx(1.0, abs=1e-6)
+        assert iou([[10, 10, 4, 2, 12.5]], [[10, 10, 8, 2, 12.5]]).item() == pytest.approx(0.5, abs=1e-6)
+        # geometrically 0.5: a 4x4 and an 8x4 box sharing an edge, 1e-5 degrees apart
+        assert iou([[10, 10, 4, 4, 180]], [[12, 10, 8, 4, 180.00001]]).item() == pytest.approx(0.2142858, abs=1e-6)
+    else:
+        assert iou([[10, 10, 4, 4, -90]], [[10, 10, 4, 4, -89.99999]], dtype).item() == pytest.approx(3.0, abs=1e-5)
 
 
 def test_axis_aligned_equals_torchvision_box_iou():
@@ -307,3 +317,19 @@ def test_long_point_lists_sort_like_libstdcxx():
         assert got == pytest.approx(MultiPoint(pts).convex_hull.area, rel=1e-6)
         as_f32 = [tuple(torch.tensor(p, dtype=torch.float32).numpy()) for p in pts]
         assert got == ref._k_hull_area(as_f32)
+
+
+def test_tiny_boxes_reach_as_far_as_the_kernel():
+    # The kernel takes vertices within EPS = 1e-5 on the dot products (of lengths squared) as
+    # inside: for boxes 1e-3 wide that is 1e-2 beyond their sides, so it finds overlaps (and IoUs
+    # outside [0, 1]) between boxes far apart for their size. The pre-tests that skip the kernel
+    # for pairs clearly apart must reach as far, or the op returns 0 where the kernel does not.
+    gen = torch.Generator().manual_seed(3)
+    t = torch.rand(40, 5, generator=gen)
+    tiny = torch.cat([t[:, :2] * 0.02, t[:, 2:4] * 2e-3 + 1e-4, t[:, 4:] * 360], 1)
+    expected = kernel_iou_matrix(tiny, tiny)
+    assert (expected > 1).sum() > 50
+    assert torch.equal(ops.box_iou_rotated(tiny, tiny), expected)
+    scores = torch.rand(40, generator=gen)
+    for thr in (0.3, 0.7):
+        assert ops.nms_rotated(tiny, scores, thr).tolist() == ref.greedy_nms(expected, scores, thr)

@@ -1,4 +1,6 @@
-"""seg_d2_ops.roi_align (detectron2's ROIAlign on CPU) against torchvision's roi_align kernel."""
+"""seg_d2_ops.roi_align (detectron2's ROIAlign on CPU) against torchvision's roi_align kernel: the
+same forward bit for bit (scripted and traced models run torchvision's op), the same gradient up
+to rounding."""
 
 import pytest
 import torch
@@ -31,7 +33,7 @@ def test_equals_torchvision_forward_and_backward(aligned, sampling_ratio, output
         expected = tv_roi_align(x_ref, boxes.to(dtype), output_size, scale, sampling_ratio, aligned)
         got = ops.roi_align(x_ours, boxes.to(dtype), output_size, scale, sampling_ratio, aligned)
         assert got.dtype == dtype and got.shape == expected.shape
-        torch.testing.assert_close(got, expected, atol=tol, rtol=0)
+        assert torch.equal(got, expected)
         grad_out = torch.randn(expected.shape, generator=gen, dtype=torch.float64).to(dtype)
         (expected_grad,) = torch.autograd.grad(expected, x_ref, grad_out)
         (grad,) = torch.autograd.grad(got, x_ours, grad_out)
@@ -60,3 +62,28 @@ def test_tracing_keeps_torchvision_op():
     assert "torchvision::roi_align" in str(traced.graph)
     torch.testing.assert_close(traced(feat, boxes), tv_roi_align(feat, boxes, (2, 2), 1.0, 0, True))
 
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_forward_is_torchvisions_bit_for_bit(requires_grad, dtype):
+    # Inference and training alike: a scripted model (torchvision's op) must reproduce the eager one.
+    gen = torch.Generator().manual_seed(5)
+    feat = torch.randn(2, 8, 25, 19, generator=gen).to(dtype).requires_grad_(requires_grad)
+    boxes = _boxes(80, gen, 25, 19, 0.25, max_size=30.0).to(dtype)
+    for sampling_ratio, aligned in ((0, True), (2, False)):
+        expected = tv_roi_align(feat.detach(), boxes, (7, 7), 0.25, sampling_ratio, aligned)
+        got = ops.roi_align(feat, boxes, (7, 7), 0.25, sampling_ratio, aligned)
+        assert got.requires_grad == requires_grad
+        assert torch.equal(got, expected)
+
+
+def test_bfloat16_computes_in_float32():
+    # torchvision's CPU kernel has no bfloat16: the forward runs it in float32.
+    gen = torch.Generator().manual_seed(6)
+    feat = torch.randn(1, 3, 9, 9, generator=gen).bfloat16().requires_grad_()
+    boxes = torch.tensor([[0, 1.0, 1.5, 7.0, 6.0]])
+    got = ops.roi_align(feat, boxes.bfloat16(), (3, 3), 1.0, 0, True)
+    expected = tv_roi_align(feat.detach().float(), boxes.bfloat16().float(), (3, 3), 1.0, 0, True).bfloat16()
+    assert got.dtype == torch.bfloat16 and torch.equal(got, expected)
+    (grad,) = torch.autograd.grad(got.float().sum(), feat)
+    assert grad.dtype == torch.bfloat16 and grad.shape == feat.shape
