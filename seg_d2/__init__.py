@@ -16,6 +16,9 @@ with _warnings.catch_warnings():
     from . import compat  # noqa: F401  (on a compiled detectron2: deformable conv on CPU through torchvision)
     from . import data  # noqa: F401  (registers datasets)
     from . import modeling  # noqa: F401  (registers models)
+# detectron2's anchor generator (v0.6 and main) calls torch.meshgrid without `indexing`: torch warns in every
+# R-CNN run, about the "ij" default that detectron2 relies on.
+_warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
 from . import model_zoo  # noqa: F401  (get_config_file, get_config: configs shipped with the package)
 from .config import add_seg_d2_config, apply_cpu_fallback, get_cfg
 

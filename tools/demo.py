@@ -32,14 +32,15 @@ import numpy as np
 import torch
 import tqdm
 
+# seg_d2 before detectron2: its import silences the torch.jit deprecation warnings of detectron2's and fvcore's imports
+import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
+
+from detectron2.config import CfgNode
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from detectron2.config import CfgNode
-from detectron2.evaluation.coco_evaluation import instances_to_coco_json
-
-import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 from seg_d2.utils.predictor import SegPredictor, SetupError, load_config
 from seg_d2.utils.visualizer import (
     class_names, draw_confidence, draw_instances, draw_sem_seg, sem_seg_probabilities, unique_name, write_image,

@@ -22,6 +22,9 @@ import sys
 
 import torch
 
+# seg_d2 before detectron2: its import silences the torch.jit deprecation warnings of detectron2's and fvcore's imports
+import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
+
 from detectron2.config import CfgNode, LazyConfig, instantiate
 from detectron2.engine import (
     AMPTrainer,
@@ -35,7 +38,6 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 
-import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 from seg_d2.compat import create_ddp_model
 from seg_d2.engine import GuardedTrainer, SegD2Checkpointer
 

@@ -135,7 +135,13 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg, optimizer):
-        # detectron2's schedulers plus WarmupPolyLR (SOLVER.LR_SCHEDULER_NAME), from projects/deeplab.
+        # detectron2's schedulers plus WarmupPolyLR (SOLVER.LR_SCHEDULER_NAME), from projects/deeplab. Steps past
+        # MAX_ITER never come in a shortened run (the README's $QUICK): dropped, without detectron2's warning.
+        steps = tuple(s for s in cfg.SOLVER.STEPS if s <= cfg.SOLVER.MAX_ITER)
+        if steps != tuple(cfg.SOLVER.STEPS):
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.SOLVER.STEPS = steps
         return build_lr_scheduler(cfg, optimizer)
 
 

@@ -25,12 +25,14 @@ import numpy as np
 import tqdm
 from tabulate import tabulate
 
+# seg_d2 before detectron2: its import silences the torch.jit deprecation warnings of detectron2's and fvcore's imports
+import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
+
 from detectron2.config import CfgNode, instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from detectron2.utils.logger import setup_logger
 
-import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 from seg_d2.utils.predictor import SetupError, config_datasets, image_to_rgb, load_config, read_image
 from seg_d2.utils.visualizer import class_names, draw_instance_annotations, draw_sem_seg, unique_name, write_image
 

@@ -10,7 +10,6 @@ from typing import Dict, List
 import cv2
 import numpy as np
 import torch
-from tabulate import tabulate
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
@@ -155,8 +154,9 @@ def per_class_rows(results: Dict[str, Dict[str, float]]):
 
 
 class EvaluatorsWithPerClassTable(DatasetEvaluators):
-    """DatasetEvaluators that, once evaluated, logs one per-class table and writes it to
-    ``<output_dir>/per_class_metrics.csv`` (empty cells: metrics a class does not have)."""
+    """DatasetEvaluators that, once evaluated, writes one per-class table of all their metrics to
+    ``<output_dir>/per_class_metrics.csv`` (empty cells: metrics a class does not have). Only its path is
+    logged: each evaluator logs its own per-class tables already."""
 
     def __init__(self, evaluators, output_dir: str):
         super().__init__(evaluators)
@@ -167,18 +167,15 @@ class EvaluatorsWithPerClassTable(DatasetEvaluators):
         if not comm.is_main_process() or not results:
             return results
         columns, rows = per_class_rows(results)
-        if rows:
-            table = [[name] + [row.get(c, float("nan")) for c in columns] for name, row in rows.items()]
-            logging.getLogger(__name__).info(
-                "Per-class metrics:\n" + tabulate(table, headers=["class"] + columns, tablefmt="pipe", floatfmt=".2f"))
-            if self._output_dir:
-                os.makedirs(self._output_dir, exist_ok=True)
-                path = os.path.join(self._output_dir, "per_class_metrics.csv")
-                tmp = path + ".tmp"
-                with open(tmp, "w", newline="") as f:
-                    writer = csv.writer(f)
-                    writer.writerow(["class"] + columns)
-                    for name, row in rows.items():
-                        writer.writerow([name] + [f"{row[c]:.4f}" if c in row else "" for c in columns])
-                os.replace(tmp, path)  # never a half-written table
+        if rows and self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            path = os.path.join(self._output_dir, "per_class_metrics.csv")
+            tmp = path + ".tmp"
+            with open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["class"] + columns)
+                for name, row in rows.items():
+                    writer.writerow([name] + [f"{row[c]:.4f}" if c in row else "" for c in columns])
+            os.replace(tmp, path)  # never a half-written table
+            logging.getLogger(__name__).info(f"Per-class metrics ({', '.join(columns)}) written to {path}")
         return results

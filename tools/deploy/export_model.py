@@ -25,10 +25,12 @@ import sys
 import numpy as np
 import torch
 
+# seg_d2 before detectron2: its import silences the torch.jit deprecation warnings of detectron2's and fvcore's imports
+import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
+
 from detectron2.data import transforms as T
 from detectron2.utils.logger import setup_logger
 
-import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 from seg_d2.export import FORMATS, METHODS, export_model
 from seg_d2.utils.predictor import SegPredictor, SetupError, load_config
 

@@ -12,9 +12,11 @@ import json
 import os
 import sys
 
+# seg_d2 before detectron2: its import silences the torch.jit deprecation warnings of detectron2's and fvcore's imports
+import seg_d2  # noqa: F401  (registers the datasets: class names and colours)
+
 from detectron2.utils.logger import setup_logger
 
-import seg_d2  # noqa: F401  (registers the datasets: class names and colours)
 from seg_d2.export import ExportedPredictor
 from seg_d2.utils.predictor import SetupError
 
