@@ -99,7 +99,8 @@ def final_metrics(out_dir):
 def test_use_your_own_data_commands_run_as_written(user_folder):
     text = section("Use your own data")
     script = "\n".join(code_blocks(text, "bash"))
-    for what in ("--coco-dataset", "--sem-seg-folder", "make_cityscapes_fixture.py", "INPUT.FORMAT L"):
+    for what in ("--coco-dataset", "--sem-seg-folder", "make_cityscapes_fixture.py", "configs/OwnData-InstanceSegmentation/",
+                 "configs/OwnData-SemanticSegmentation/unet_classic_gray"):
         assert what in script, f"the section's commands lack {what}"
     res = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=user_folder, env=_environment(),
                          capture_output=True, text=True, timeout=1200)

@@ -31,8 +31,8 @@ from seg_d2 import apply_cpu_fallback, get_cfg, model_zoo
 from seg_d2.compat import create_ddp_model, restart_data_loader
 from seg_d2.data import (
     add_dataset_arguments, build_test_loader, build_train_loader, check_datasets_registered, check_model_and_data,
-    check_test_datasets_not_empty,
-    merge_dataset_arguments, register_datasets_from_config, set_num_classes_from_data,
+    check_test_datasets_not_empty, merge_dataset_arguments, register_datasets_from_config, set_num_classes_from_data,
+    warn_if_data_and_input_sizes_disagree,
 )
 from seg_d2.engine import GuardedTrainer, ResumableDataStream, SegD2Checkpointer, get_rng_state, set_rng_state
 from seg_d2.evaluation import build_evaluator_with_visualization
@@ -184,6 +184,8 @@ def main(args):
             verify_results(cfg, res)
         return res
 
+    if comm.is_main_process():
+        warn_if_data_and_input_sizes_disagree(cfg)  # e.g. a toy-shapes recipe on real photos
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -16,13 +16,16 @@ import logging
 import os
 from typing import Iterable, List, Optional
 
+import numpy as np
+
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, RetinaNet, SemanticSegmentor
 
 from .datasets.coco_instances import COCOFormatError, json_categories
 
 __all__ = ["check_sem_seg_model_and_data", "check_instance_model_and_data", "check_model_and_data",
-           "check_test_datasets_not_empty",
+           "check_test_datasets_not_empty", "warn_if_data_and_input_sizes_disagree",
            "check_datasets_registered", "dataset_ignore_label", "dataset_thing_classes", "instance_num_classes_key",
            "set_num_classes_from_data", "uses_sem_seg_model"]
 
@@ -276,3 +279,59 @@ def set_num_classes_from_data(cfg) -> None:
         n = counts.pop()
         _set_key(cfg, key, n)
         logging.getLogger(__name__).info(f"{key} 0 -> {n}: the {what} of {', '.join(found)}")
+
+
+_FAR = 4.0  # a factor beyond which sizes are "far" from what the config expects
+
+
+def warn_if_data_and_input_sizes_disagree(cfg, max_images: int = 500) -> List[str]:
+    """Log (and return) a warning for each way the training data falls far outside the config's sizes:
+
+    - the images are resized by more than 4x (up or down) to ``INPUT.MIN_SIZE_TRAIN``;
+    - for R-CNN models, the objects' sizes after that resize (sqrt of the box area, middle 90 %) lie
+      beyond ``MODEL.ANCHOR_GENERATOR.SIZES`` (below a quarter of the smallest anchor, or above 2x the largest);
+    - an image holds more objects than ``TEST.DETECTIONS_PER_IMAGE`` can return.
+
+    A recipe tuned for small toy images (the shapes configs: 160-320 px, anchors 16-256, 20 detections) then
+    says so on real photos instead of training quietly at the wrong scale. Reads at most ``max_images``
+    dataset dicts of DATASETS.TRAIN (their height, width and boxes; no image file)."""
+    dicts = [d for name in cfg.DATASETS.TRAIN for d in DatasetCatalog.get(name)][:max_images]
+    sized = [d for d in dicts if d.get("height") and d.get("width")]
+    if not sized:
+        return []
+    warnings, logger = [], logging.getLogger(__name__)
+    short = np.array([min(d["height"], d["width"]) for d in sized], dtype=float)
+    long_ = np.array([max(d["height"], d["width"]) for d in sized], dtype=float)
+    target = float(np.median(cfg.INPUT.MIN_SIZE_TRAIN))
+    scale = np.minimum(target / short, cfg.INPUT.MAX_SIZE_TRAIN / long_) if cfg.INPUT.MAX_SIZE_TRAIN else target / short
+    median_scale = float(np.median(scale))
+    if not 1 / _FAR <= median_scale <= _FAR:
+        warnings.append(
+            f"The training images are {int(np.median(short))} px on their short side (median), and "
+            f"INPUT.MIN_SIZE_TRAIN {tuple(cfg.INPUT.MIN_SIZE_TRAIN)} (MAX_SIZE_TRAIN {cfg.INPUT.MAX_SIZE_TRAIN}) "
+            f"resizes them {median_scale:.2g}x: set INPUT.MIN_SIZE_TRAIN / MIN_SIZE_TEST (and MAX_SIZE_*) near "
+            f"your images' size, or take a recipe for images like yours (configs/OwnData-*).")
+    if instance_num_classes_key(cfg) == "MODEL.ROI_HEADS.NUM_CLASSES":
+        sizes, counts = [], []
+        for d, k in zip(sized, scale):
+            annos = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0) and "bbox" in a]
+            counts.append(len(annos))
+            for a in annos:
+                x0, y0, x1, y1 = BoxMode.convert(list(a["bbox"]), a.get("bbox_mode", BoxMode.XYWH_ABS),
+                                                 BoxMode.XYXY_ABS)
+                sizes.append(float(np.sqrt(max(x1 - x0, 0) * max(y1 - y0, 0))) * k)
+        anchors = [a for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES for a in level]
+        if sizes and anchors:
+            lo, mid, hi = np.percentile(sizes, [5, 50, 95])
+            if mid < min(anchors) / _FAR or mid > 2 * max(anchors):
+                warnings.append(
+                    f"The training objects measure {lo:.0f}-{hi:.0f} px (median {mid:.0f}; sqrt of the box area, "
+                    f"after resizing) but MODEL.ANCHOR_GENERATOR.SIZES spans {min(anchors)}-{max(anchors)} px: "
+                    f"set anchor sizes that cover your objects.")
+        if counts and max(counts) > cfg.TEST.DETECTIONS_PER_IMAGE:
+            warnings.append(
+                f"A training image holds {max(counts)} objects, more than TEST.DETECTIONS_PER_IMAGE "
+                f"{cfg.TEST.DETECTIONS_PER_IMAGE} returns: raise it (COCO's recipe: 100).")
+    for w in warnings:
+        logger.warning(w)
+    return warnings

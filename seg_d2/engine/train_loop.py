@@ -87,6 +87,11 @@ class GuardedTrainer(SimpleTrainer):
         norm = float(torch.nn.utils.get_total_norm([p.grad for _, p in params]))
         if math.isfinite(norm):
             return {}
+        # huge but finite gradients overflow the float32 sum of squares: those are not non-finite
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.double())
+                                                            for _, p in params])))
+        if math.isfinite(norm):
+            return {}
         names = [n for n, p in params if not torch.isfinite(p.grad).all()]
         listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         return {"gradient norm": norm, "non-finite in": listed}

@@ -103,3 +103,60 @@ def test_ignore_value_is_a_class(cfg_for):
                   train={"bin": (2, 255)})
     with pytest.raises(ValueError, match=r"IGNORE_VALUE 1 is a class.*outside 0\.\.1, such as 255"):
         check_sem_seg_model_and_data(cfg)
+
+
+# --- data sizes against the config's input sizes and anchors (train_net warns) ---
+
+def _photos(name, n_images=3, side=(1200, 1600), box=(400, 300), per_image=3):
+    """A registered instance dataset of large photos with large objects (dicts only: no file is read)."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import BoxMode
+
+    h, w = side
+    dicts = [{"file_name": f"{i}.jpg", "height": h, "width": w, "image_id": i,
+              "annotations": [{"bbox": [10 + 20 * k, 10, *box], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
+                               "iscrowd": 0} for k in range(per_image)]} for i in range(n_images)]
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["house"])
+    return name
+
+
+def _recipe(path, *opts):
+    from seg_d2 import model_zoo
+
+    cfg = model_zoo.get_config(path)
+    cfg.defrost()
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def test_a_toy_recipe_on_real_photos_warns_with_the_numbers():
+    """The shapes recipe (train sizes 128/160/192, max 320; anchors 16-256; 20 detections) on 1200x1600 photos
+    with 400x300 objects and 30 per image. By hand: scale = min(160 / 1200, 320 / 1600) = 0.133, a 7.5x downsize
+    (beyond 4x); objects sqrt(400 * 300) * 0.133 = 46 px lie inside 16-256 (no anchor warning); 30 > 20."""
+    from seg_d2.data import warn_if_data_and_input_sizes_disagree
+
+    name = _photos("test_checks_photos", per_image=30)
+    cfg = _recipe("Shapes-InstanceSegmentation/mask_rcnn_R_18_FPN_scratch_bs4_600it.yaml", "DATASETS.TRAIN", f"('{name}',)")
+    warnings = warn_if_data_and_input_sizes_disagree(cfg)
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("The training images are 1200 px on their short side (median)") and "0.13x" in warnings[0]
+    assert warnings[1] == ("A training image holds 30 objects, more than TEST.DETECTIONS_PER_IMAGE 20 returns: "
+                           "raise it (COCO's recipe: 100).")
+    # the own-data recipe for photos: 704 px median -> scale min(704/1200, 1333/1600) = 0.587; objects
+    # 346 * 0.587 = 203 px within 32-512; 30 <= 100 detections: nothing to say
+    cfg = _recipe("OwnData-InstanceSegmentation/mask_rcnn_R_50_FPN_bs8_6k.yaml", "DATASETS.TRAIN", f"('{name}',)")
+    assert warn_if_data_and_input_sizes_disagree(cfg) == []
+
+
+def test_objects_far_below_the_anchors_warn():
+    """Tiny objects: 6x6 boxes on 800x800 images under the photo recipe, scale 704/800 = 0.88, so 5.3 px
+    objects, below a quarter of the smallest anchor (32 / 4 = 8)."""
+    from seg_d2.data import warn_if_data_and_input_sizes_disagree
+
+    name = _photos("test_checks_tiny", side=(800, 800), box=(6, 6))
+    cfg = _recipe("OwnData-InstanceSegmentation/mask_rcnn_R_50_FPN_bs8_6k.yaml", "DATASETS.TRAIN", f"('{name}',)")
+    (warning,) = warn_if_data_and_input_sizes_disagree(cfg)
+    assert warning.startswith("The training objects measure 5-5 px (median 5;") and "spans 32-512 px" in warning
