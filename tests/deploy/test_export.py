@@ -61,7 +61,8 @@ def exporter():
 @pytest.fixture(scope="module")
 def family(request, exporter, tmp_path_factory):
     """name -> (eager SegPredictor, export dir, config opts, [(image, eager outputs, model input tensor,
-    semantic logits at the input size)]), trained, exported and run once per family. Instance models are
+    semantic logits / Instances before post-processing, at the input size)]), trained, exported and run
+    once per family. Instance models are
     exported with the SCORE_THRESH_TEST under which their images' numbers of detections differ."""
     cache = {}
 
@@ -85,7 +86,8 @@ def family(request, exporter, tmp_path_factory):
             with torch.no_grad():
                 for image in images:
                     x = model_input(eager, image)
-                    at_input = eager.model([{"image": x}])[0].get("sem_seg")
+                    at_input = eager.model.inference([{"image": x}], do_postprocess=False)[0] if name in INSTANCE \
+                        else eager.model([{"image": x}])[0]["sem_seg"]
                     refs.append((image, eager(image), x, at_input))
             cache[name] = eager, out / "export", opts, refs
         return cache[name]
@@ -177,6 +179,28 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
+def assert_same_masks(out, ref, out_probs: torch.Tensor, ref_probs: torch.Tensor):
+    """Masks of ``out`` as eager's (``ref``): the M x M probabilities before pasting (``*_probs``,
+    (N, 1, M, M)) within 1e-4, and the pasted masks with mask IoU >= 0.99, but for masks whose differing
+    pixels all lie where eager's pasted probability is closer to the 0.5 threshold than the measured
+    error can explain (2 x max |difference|): a model trained 2 iterations predicts mask probabilities
+    around 0.5, and float rounding (1e-7) flips the pixels closest to it (seen: IoU 0.984 on a small mask)."""
+    from detectron2.layers.mask_ops import _do_paste_mask  # what detector_postprocess thresholds at 0.5
+
+    torch.testing.assert_close(out_probs, ref_probs, rtol=1e-4, atol=1e-5)
+    assert out.pred_masks.shape == ref.pred_masks.shape
+    if not len(ref):
+        return
+    h, w = ref.image_size
+    pasted = [_do_paste_mask(p, i.pred_boxes.tensor, h, w, skip_empty=False)[0] for p, i in
+              ((out_probs, out), (ref_probs, ref))]
+    error = (pasted[0] - pasted[1]).abs().max()
+    assert error <= 1e-4
+    unexplained = (out.pred_masks != ref.pred_masks) & ((pasted[1] - 0.5).abs() > 2 * error)
+    iou = mask_iou(out.pred_masks, ref.pred_masks)
+    assert ((iou >= 0.99) | ~unexplained.flatten(1).any(1)).all(), f"masks differ where eager's is clear: IoU {iou}"
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 @pytest.mark.parametrize("name", INSTANCE)
 def test_instance_export_equals_eager(family, name, fmt):
@@ -188,19 +212,18 @@ def test_instance_export_equals_eager(family, name, fmt):
     assert len({tuple(x.shape[-2:]) for _, _, x, _ in refs}) == 4
     counts = [len(ref["instances"]) for _, ref, _, _ in refs]
     assert len(set(counts)) >= 4 and 0 in counts, counts
-    for image, ref, _, _ in refs:
+    for image, ref, x, ref_raw in refs:
         ref = ref["instances"]
         out = exported(image)["instances"]
         assert len(out) == len(ref)
+        raw = dict(zip(exported.info["output_names"], exported.run(x)))  # the graph's outputs, before pasting
         assert out.image_size == ref.image_size == image.shape[:2]
         assert set(out.get_fields()) == set(ref.get_fields())
         assert ref.has("mask_scores") == name.endswith("_ms")  # mask scoring's outputs come through too
         assert torch.equal(out.pred_classes, ref.pred_classes)
         torch.testing.assert_close(out.pred_boxes.tensor, ref.pred_boxes.tensor, rtol=1e-3, atol=1e-3)
         torch.testing.assert_close(out.scores, ref.scores, rtol=1e-4, atol=1e-5)
-        assert out.pred_masks.shape == ref.pred_masks.shape
-        if len(ref):
-            assert mask_iou(out.pred_masks, ref.pred_masks).min() >= 0.99
+        assert_same_masks(out, ref, raw["pred_masks"], ref_raw.pred_masks)
         if ref.has("mask_scores"):
             torch.testing.assert_close(out.mask_scores, ref.mask_scores, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(out.pred_mask_ious, ref.pred_mask_ious, rtol=1e-4, atol=1e-5)
