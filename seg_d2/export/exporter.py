@@ -16,17 +16,22 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from detectron2.data import MetadataCatalog
 from detectron2.modeling import GeneralizedRCNN, SemanticSegmentor
+
+from seg_d2.data.checks import dataset_thing_classes
+from seg_d2.utils.predictor import config_datasets
 
 from .instance import adapter_output_names, check_instance_model, instance_adapter
 from .semantic import SemanticExportModule
 
-__all__ = ["FORMATS", "METHODS", "ONNX_OPSET", "model_kind", "export_model", "model_file_name"]
+__all__ = ["FORMATS", "METHODS", "ONNX_OPSET", "model_kind", "export_model", "model_file_name", "class_metadata"]
 
 FORMATS = ("torchscript", "onnx")
 METHODS = ("tracing", "scripting")
 ONNX_OPSET = 17  # >= 16: RoiAlign with half_pixel coordinates, detectron2's aligned ROIAlign
 EXPORT_INFO = "export.json"
+CLASS_KEYS = (("thing_classes", "thing_colors"), ("stuff_classes", "stuff_colors"))  # (names, colours)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,29 @@ def model_kind(model: nn.Module) -> str:
         f"Export covers semantic models (SemanticSegmentor: U-Net, FCN) and R-CNN instance models "
         f"(GeneralizedRCNN: Mask R-CNN, BMask R-CNN); {type(model).__name__} is neither"
     )
+
+
+def class_metadata(cfg) -> dict:
+    """The class names and colours to record in export.json: ``thing_classes`` (and ``thing_colors``)
+    of the first of the config's datasets, DATASETS.TEST then TRAIN, that names its things, and the
+    same for ``stuff_classes``/``stuff_colors``. Read where the model is exported, since the config's
+    own datasets (``SEG_D2.DATASETS``, registration code) are registered there and not where
+    run_exported.py runs. JSON-ready: lists of str and of [R, G, B] ints."""
+    registered = set(MetadataCatalog.list())
+    names = [n for n in config_datasets(cfg, "test") + config_datasets(cfg, "train") if n in registered]
+    found = {}
+    for classes_key, colors_key in CLASS_KEYS:
+        for name in names:
+            meta = MetadataCatalog.get(name)
+            # thing_classes of a COCO json not loaded yet: its categories
+            classes = dataset_thing_classes(name) if classes_key == "thing_classes" else meta.get(classes_key, None)
+            if classes:
+                found[classes_key] = [str(c) for c in classes]
+                colors = meta.get(colors_key, None)
+                if colors:
+                    found[colors_key] = [[int(v) for v in rgb] for rgb in colors]
+                break
+    return found
 
 
 def model_file_name(fmt: str) -> str:

@@ -8,6 +8,7 @@ eager model does around its network: the test-time resize, sliding windows and T
 detectron2's ``detector_postprocess`` of instances (boxes rescaled, masks pasted).
 """
 import json
+import logging
 import os
 from typing import Callable, List, Optional
 
@@ -27,6 +28,8 @@ from .exporter import EXPORT_INFO, model_file_name
 from .instance import outputs_to_instances
 
 __all__ = ["ExportedPredictor", "load_exported"]
+
+logger = logging.getLogger(__name__)
 
 
 def load_exported(path: str, input_style: str = "tensor") -> Callable[[torch.Tensor], List[torch.Tensor]]:
@@ -96,10 +99,31 @@ class ExportedPredictor(ImageFormatMixin):
         self.device = "cpu"
         size = info.get("min_size_test", 0)
         self.augmentations = [T.ResizeShortestEdge([size, size], info.get("max_size_test", 0))] if size > 0 else []
-        name = info.get("dataset")
-        known = name and name in MetadataCatalog.list()
-        self.metadata = MetadataCatalog.get(name) if known else Metadata(name="__none")
+        self.metadata = self._metadata(info)
         self.run = load_exported(model_path, info.get("input_style", "tensor"))
+
+    def _metadata(self, info: dict) -> Metadata:
+        """Class names and colours: those export.json records (``class_metadata``); for an export.json
+        written before they were recorded, its dataset's, where that is registered here (seg_d2's own
+        datasets). Without names, "class N", with a warning that says why."""
+        name = info.get("dataset")
+        if info.get("class_metadata"):
+            metadata = Metadata(name=name or "__exported", **info["class_metadata"])
+        elif name and name in MetadataCatalog.list():
+            metadata = MetadataCatalog.get(name)
+        else:
+            metadata = Metadata(name="__none")
+        key = "stuff_classes" if self.kind == "semantic" else "thing_classes"
+        if not metadata.get(key, None):
+            if "class_metadata" in info:
+                why = f"its config's datasets had no {key} when it was exported"
+            else:
+                why = (f"its export.json records no class names (written before export_model.py recorded them) and "
+                       f"its dataset {name!r} is not registered here. Export the model again with "
+                       f"tools/deploy/export_model.py (same config and weights): export.json then records the class "
+                       f"names and colours of the config's datasets")
+            logger.warning(f"{self.model_path}: classes are named 'class 0', 'class 1', ...: {why}")
+        return metadata
 
     def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Semantic logits ``(K, h, w)`` of one image ``(C, h, w)`` at the model's input size, with the

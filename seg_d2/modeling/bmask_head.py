@@ -167,8 +167,20 @@ class BoundaryPreservingHead(nn.Module):
         Returns:
             Training: a dict of losses. Inference: ``instances`` with ``pred_masks`` (and mask scores).
         """
-        mask_logits, boundary_logits = self.layers(mask_features, boundary_features, with_boundary=self.training)
         if self.training:
+            mask_logits, boundary_logits = self.layers(mask_features, boundary_features)
             return mask_and_boundary_losses(mask_logits, boundary_logits, instances, self.loss_weights,
                                             self.mask_iou_head, mask_features)
+        if torch.jit.is_tracing():
+            # Exported: one zero RoI more, dropped after the layers. onnxruntime's NCHWc layout optimisation
+            # (on by default on x86 CPUs) cannot prove that the two fusion Adds' inputs, from two RoI poolers,
+            # have one shape, and reshapes both to (0, -1, 0, 0, block): no solution for 0 RoIs, so an image
+            # without detections failed.
+            num_rois = mask_features.shape[0]
+            pad_one = [0, 0] * (mask_features.dim() - 1) + [0, 1]  # F.pad's order: last dim first
+            mask_logits, _ = self.layers(F.pad(mask_features, pad_one), F.pad(boundary_features, pad_one),
+                                         with_boundary=False)
+            mask_logits = mask_logits[:num_rois]
+        else:
+            mask_logits, _ = self.layers(mask_features, boundary_features, with_boundary=False)
         return mask_head_inference(mask_logits, instances, self.mask_iou_head, mask_features)

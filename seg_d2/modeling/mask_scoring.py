@@ -174,9 +174,12 @@ def mask_iou_inference(pred_ious: torch.Tensor, pred_instances: List[Instances])
     """
     if len(pred_instances) == 0:
         return
-    classes = cat([i.pred_classes for i in pred_instances])
-    ious = pred_ious[torch.arange(len(classes), device=pred_ious.device), classes].clamp(0, 1)
-    for instances, iou in zip(pred_instances, ious.split([len(i) for i in pred_instances])):
+    # Shape operations only, no len(): torch.jit.trace records len() as a constant (detectron2's
+    # TracingAdapter patches it in detectron2's modules only), which would fix the exported model to
+    # its sample image's number of detections.
+    classes = cat([i.pred_classes for i in pred_instances]).to(torch.int64)
+    ious = pred_ious.gather(1, classes[:, None])[:, 0].clamp(0, 1)
+    for instances, iou in zip(pred_instances, ious.split([i.pred_classes.shape[0] for i in pred_instances])):
         instances.pred_mask_ious = iou
         instances.mask_scores = instances.scores * iou
 

@@ -44,3 +44,14 @@ def val_images(format: str = "BGR"):
     # 128 x 160, 150 x 117 and 97 x 128: three sizes, odd ones included
     crops = [(slice(None), slice(None)), (slice(0, 150), slice(0, 117)), (slice(3, 100), slice(0, 128))]
     return [np.ascontiguousarray(read_image(str(f), format)[c]) for f, c in zip(files, crops)]
+
+
+def instance_images(format: str = "BGR"):
+    """Images for the instance exports, on which a model finds different numbers of detections: the three
+    of :func:`val_images`, a crop of a fourth validation image (100 x 130), and a blank (white) image of
+    the first's size, on which a model trained 2 iterations mostly scores lowest."""
+    files = shapes_val_files()
+    assert len(files) >= 4, "the shapes validation images are missing"
+    images = val_images(format)
+    fourth = np.ascontiguousarray(read_image(str(files[3]), format)[10:110, 20:150])
+    return images + [fourth, np.full_like(images[0], 255)]

@@ -31,7 +31,7 @@ import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 from detectron2.data import transforms as T
 from detectron2.utils.logger import setup_logger
 
-from seg_d2.export import FORMATS, METHODS, export_model
+from seg_d2.export import FORMATS, METHODS, class_metadata, export_model
 from seg_d2.utils.predictor import SegPredictor, SetupError, load_config
 
 
@@ -63,8 +63,9 @@ def sample_image(predictor: SegPredictor, path=None) -> np.ndarray:
 
 
 def export_info(predictor: SegPredictor, config_file: str) -> dict:
-    """What run_exported.py needs besides the file: input format, test resize, dataset (for class
-    names and colours), and the semantic model's sliding-window and TTA settings."""
+    """What run_exported.py needs besides the file: input format, test resize, dataset and its class
+    names and colours (recorded: the datasets of your own config are not registered where
+    run_exported.py runs), and the semantic model's sliding-window and TTA settings."""
     model = predictor.model
     resize = [a for a in predictor.augmentations if isinstance(a, T.ResizeShortestEdge)]
     if len(resize) != len(predictor.augmentations):
@@ -72,6 +73,7 @@ def export_info(predictor: SegPredictor, config_file: str) -> dict:
             f"{config_file}: export supports a test-time ResizeShortestEdge only, got {predictor.augmentations}")
     info = {
         "config_file": config_file, "input_format": predictor.input_format, "dataset": predictor.dataset_name,
+        "class_metadata": class_metadata(predictor.cfg),
         "min_size_test": resize[0].short_edge_length[0] if resize else 0,
         "max_size_test": resize[0].max_size if resize else 0,
     }

@@ -59,6 +59,7 @@ def main(args):
 if __name__ == "__main__":
     args = get_parser().parse_args()
     setup_logger()
+    setup_logger(name="seg_d2")  # e.g. the warning of an export.json without class names
     try:
         main(args)
     except SetupError as e:
