@@ -14,15 +14,9 @@ from .sem_seg_io import read_label_map
 __all__ = ["InstanceDatasetMapper"]
 
 
-class _WritableSegmentation(T.Transform):
+class _WritableSegmentation(T.NoOpTransform):
     """A last transform for the annotations: bitmasks come out writable. detectron2's resize of a bitmask returns
     PIL's read-only buffer, and torch.from_numpy (annotations_to_instances) warns about every such array."""
-
-    def apply_image(self, img):
-        return img
-
-    def apply_coords(self, coords):
-        return coords
 
     def apply_segmentation(self, segmentation):
         return np.require(segmentation, requirements="W")
@@ -56,6 +50,9 @@ class InstanceDatasetMapper(DatasetMapper):
             dataset_dict.pop("sem_seg_file_name", None)
             return dataset_dict
         if "annotations" in dataset_dict:
-            self._transform_annotations(dataset_dict, transforms + T.TransformList([_WritableSegmentation()]),
-                                        image_shape)
+            self._transform_annotations(dataset_dict, transforms, image_shape)
         return dataset_dict
+
+    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+        super()._transform_annotations(dataset_dict, transforms + T.TransformList([_WritableSegmentation()]),
+                                       image_shape)

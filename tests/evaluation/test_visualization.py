@@ -49,13 +49,19 @@ def test_semantic_panels_and_error_map(tmp_path):
     assert panel.shape[0] == h + 18 and (panel[:18, :w] < 100).any() and (panel[:18, 2 * w:] < 100).any()
 
 
+def _one_box(d, score):
+    """One predicted instance (a box of class 0) on the image of dataset dict ``d``."""
+    inst = Instances((d["height"], d["width"]))
+    inst.pred_boxes = Boxes(torch.tensor([[5.0, 5.0, 60.0, 60.0]]))
+    inst.scores = torch.tensor([score])
+    inst.pred_classes = torch.tensor([0])
+    return inst
+
+
 def test_instance_panels(tmp_path):
     name = "seg_d2_shapes_val"
     d = DatasetCatalog.get(name)[0]
-    inst = Instances((d["height"], d["width"]))
-    inst.pred_boxes = Boxes(torch.tensor([[5.0, 5.0, 60.0, 60.0]]))
-    inst.scores = torch.tensor([0.9])
-    inst.pred_classes = torch.tensor([0])
+    inst = _one_box(d, 0.9)
     vis = PredictionVisualizer(name, str(tmp_path), num_images=8)
     vis.process([{"file_name": d["file_name"]}], [{"instances": inst}])
     (out,) = (tmp_path / "vis").iterdir()
@@ -71,10 +77,7 @@ def test_instance_panel_score_threshold_is_a_config_key(tmp_path):
 
     name = "seg_d2_shapes_val"
     d = DatasetCatalog.get(name)[0]
-    inst = Instances((d["height"], d["width"]))
-    inst.pred_boxes = Boxes(torch.tensor([[5.0, 5.0, 60.0, 60.0]]))
-    inst.scores = torch.tensor([0.2])
-    inst.pred_classes = torch.tensor([0])
+    inst = _one_box(d, 0.2)
     image = np.asarray(Image.open(d["file_name"]).convert("RGB"))
     drawn = {}
     for thresh in (0.5, 0.0):

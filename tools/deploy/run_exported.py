@@ -39,6 +39,7 @@ def get_parser():
                    help="instance models: minimum score (default 0.5); semantic models: pixels whose top "
                         "class probability is below it are left uncoloured (default: none)")
     p.add_argument("--confidence-map", action="store_true")
+    p.add_argument("--save-masks", action="store_true", help="semantic models: also write <name>_labels.png")
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--legend", choices=["present", "all", "none"], default="present")
     p.add_argument("--no-text", action="store_true")
