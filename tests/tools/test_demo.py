@@ -132,7 +132,8 @@ def test_instance_overlays(demo, ins_run, val_images, tmp_path):
         return rec, _rgb(rec["output"])
 
     src = _rgb(val_images[0])
-    rec, vis = run("0", "all")  # a barely trained model: a threshold of 0 keeps every detection
+    rec, vis = run("0", "all", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")  # barely trained: 0 keeps every detection
+    top = max(i["score"] for i in rec["instances"])
     assert vis.shape == src.shape
     assert rec["instances"]
     assert {i["name"] for i in rec["instances"]} <= {"circle", "square", "triangle", "star"}
@@ -152,7 +153,7 @@ def test_instance_overlays(demo, ins_run, val_images, tmp_path):
     rec, vis = run("1.0", "none", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
     assert rec["instances"] == []
     assert _changed(vis, src).mean() < 0.001
-    assert 0 < rec["top_score"] < 1  # and the record (and the console) say what the best was
+    assert rec["top_score"] == top  # and the record (and the console) say what the best was
 
 
 def test_video(demo, sem_run, val_images, tmp_path):
