@@ -145,7 +145,8 @@ def register_sem_seg_folder(
     gt_suffix: str = "",
     validate: bool = True,
 ) -> None:
-    """Register ``name`` in DatasetCatalog (loaded and validated on first use) and its metadata
+    """Register ``name`` in DatasetCatalog (listed on each use, its label maps validated on the first) and its
+    metadata
     (``stuff_classes``, ``ignore_label``, ``evaluator_type="sem_seg"``) in MetadataCatalog.
 
     See :func:`load_sem_seg_folder` for the arguments.
@@ -162,11 +163,15 @@ def register_sem_seg_folder(
         raise ValueError(f"register_sem_seg_folder('{name}'): {len(stuff_colors)} stuff_colors for "
                          f"{len(stuff_classes)} stuff_classes")
 
+    validated = []  # train_net's checks, the loaders and the evaluator each load it: read the label maps once
+
     def load():
-        return load_sem_seg_folder(
+        dicts = load_sem_seg_folder(
             image_root, gt_root, len(stuff_classes), ignore_label, image_exts=image_exts,
-            gt_exts=gt_exts, gt_suffix=gt_suffix, validate=validate,
+            gt_exts=gt_exts, gt_suffix=gt_suffix, validate=validate and not validated,
         )
+        validated.append(True)
+        return dicts
 
     DatasetCatalog.register(name, load)
     meta = dict(
