@@ -146,8 +146,7 @@ def register_sem_seg_folder(
     validate: bool = True,
 ) -> None:
     """Register ``name`` in DatasetCatalog (listed on each use, its label maps validated on the first) and its
-    metadata
-    (``stuff_classes``, ``ignore_label``, ``evaluator_type="sem_seg"``) in MetadataCatalog.
+    metadata (``stuff_classes``, ``ignore_label``, ``evaluator_type="sem_seg"``) in MetadataCatalog.
 
     See :func:`load_sem_seg_folder` for the arguments.
     """
