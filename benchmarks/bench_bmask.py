@@ -1,22 +1,27 @@
 #!/usr/bin/env python
 """Benchmark: BMask R-CNN as published and seg_d2's light boundary head vs stock detectron2 Mask R-CNN.
 
-Every variant is trained with the same recipe (configs/Shapes-InstanceSegmentation/Base-Shapes-RCNN.yaml:
-R-18-FPN from scratch, batch 4, the same schedule scaled to --iters), once per seed and dataset, each
-run in its own process (so that peak memory is the run's own), then evaluated (bbox, segm and Boundary
-AP). Inference is timed afterwards in one process per (dataset, seed), alternating between the variants
-image by image so that machine load hits them alike. Prints, per dataset, mean ± std over the seeds
-(sample std) of each figure, the ratio of the means to stock's, each AP's difference to stock paired by
-seed, the APs at --eval-at fractions of training (to see whether they still move) and the acceptance
-checks of issue 10.
+Every variant is trained with the same data, backbone and schedule (configs/Shapes-InstanceSegmentation/
+Base-Shapes-RCNN.yaml: R-18-FPN from scratch, batch 4, the schedule scaled to --iters), once per seed and
+dataset, each run in its own process, then evaluated (bbox, segm and Boundary AP) at --eval-at fractions of
+training and at the end (learning curves). Inference is timed afterwards in one process per (dataset, seed),
+alternating between the variants image by image so that machine load hits them alike. Prints, per dataset,
+mean ± std over the seeds (sample std) of each figure, the ratio of the means to stock's, each AP's
+difference to stock paired by seed, the learning curves, per-size AP and issue 21's acceptance checks.
+
+It runs --jobs processes at a time with --threads torch threads each (2 x 1 on a 2-core machine); the
+variants of one (dataset, seed) are queued next to each other, so a compared pair trains side by side under
+the same load. Every finished run is appended to OUT/results.jsonl and skipped when the benchmark is
+started again (resume after an interruption, or print the tables again with --report-only). Start it in
+the background:
+
+    nohup python benchmarks/bench_bmask.py --out bench_out/bmask --jobs 2 --threads 1 > bench_bmask.log 2>&1 &
 
 Variants: stock (detectron2's MaskRCNNConvUpsampleHead), light (LightBoundaryMaskHead), bmask
-(BoundaryROIHeads + BoundaryPreservingHead, Cheng et al. 2020). Datasets: shapes (seg_d2's generated
-shapes) and real_buildings (SpaceNet aerial tiles, built by ../shared/data/make_real_buildings.py under
-$DETECTRON2_DATASETS/real_buildings when missing).
-
-    python benchmarks/bench_bmask.py --datasets shapes,real_buildings --seeds 0,1,2 --iters 600 \\
-        --variants stock,light,bmask [--device cpu|cuda] [--threads N] [--out DIR] [--json FILE]
+(BoundaryROIHeads + BoundaryPreservingHead, Cheng et al. 2020, with the authors' TRAIN_ON_PRED_BOXES), and
+levers on bmask or stock (see VARIANTS). Datasets: shapes (seg_d2's generated shapes) and real_buildings
+(SpaceNet aerial tiles, built by ../shared/data/make_real_buildings.py under $DETECTRON2_DATASETS/real_buildings
+when missing).
 """
 import argparse
 import importlib.util
@@ -27,17 +32,25 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = os.path.join(REPO, "configs", "Shapes-InstanceSegmentation")
-VARIANTS = {
-    "stock": os.path.join(SHAPES, "mask_rcnn_R_18_FPN_scratch_bs4_600it.yaml"),
-    "light": os.path.join(SHAPES, "mask_rcnn_light_boundary_R_18_FPN_scratch_bs4_600it.yaml"),
-    "bmask": os.path.join(SHAPES, "bmask_rcnn_R_18_FPN_scratch_bs4_600it.yaml"),
+_STOCK = os.path.join(SHAPES, "mask_rcnn_R_18_FPN_scratch_bs4_600it.yaml")
+_BMASK = os.path.join(SHAPES, "bmask_rcnn_R_18_FPN_scratch_bs4_600it.yaml")
+VARIANTS = {  # name -> (config, options on top of it)
+    "stock": (_STOCK, []),
+    "light": (os.path.join(SHAPES, "mask_rcnn_light_boundary_R_18_FPN_scratch_bs4_600it.yaml"), []),
+    "bmask": (_BMASK, []),
+    # levers, each one change from a variant above
+    "stock_pred_boxes": (_STOCK, ["MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", "True"]),  # the authors' box recipe
+    "bmask_proposals": (_BMASK, ["MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", "False"]),  # stock's box recipe
+    "bmask_boundary_w0.5": (_BMASK, ["MODEL.BOUNDARY_MASK_HEAD.BOUNDARY_BCE_WEIGHT", "0.5",
+                                     "MODEL.BOUNDARY_MASK_HEAD.BOUNDARY_DICE_WEIGHT", "0.5"]),
+    "bmask_boundary_w2": (_BMASK, ["MODEL.BOUNDARY_MASK_HEAD.BOUNDARY_BCE_WEIGHT", "2.0",
+                                   "MODEL.BOUNDARY_MASK_HEAD.BOUNDARY_DICE_WEIGHT", "2.0"]),
 }
 DATASETS = {  # name -> options on top of the variant's config
     "shapes": [],
@@ -78,9 +91,10 @@ def setup_cfg(variant, dataset, device, seed, opts=()):
 
     cfg = get_cfg()
     add_seg_d2_config(cfg)
-    cfg.merge_from_file(VARIANTS[variant])
+    config, variant_opts = VARIANTS[variant]
+    cfg.merge_from_file(config)
     cfg.merge_from_list(["MODEL.DEVICE", device, "SEED", str(seed), "DATALOADER.NUM_WORKERS", "0",
-                         "INPUT.MASK_FORMAT", "bitmask", *DATASETS[dataset], *opts])
+                         "INPUT.MASK_FORMAT", "bitmask", *DATASETS[dataset], *variant_opts, *opts])
     return cfg
 
 
@@ -129,17 +143,24 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
     trainer = Trainer(cfg)
     trainer.register_hooks([StepTimer()])
     trainer.resume_or_load(resume=False)
+    wall = time.perf_counter()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.train()  # ends with the evaluation of the final model
     train_peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
     curve[iters] = summarize(trainer._last_eval_results)
     timed = steps[len(steps) // 10:]  # skip warm-up
+    # Loss balance: each term's mean over the last fifth of training (as weighted in the total loss).
+    last = max(1, iters // 5)
+    losses = {k: statistics.fmean(v for v, _ in h.values()[-last:])
+              for k, h in trainer.storage.histories().items() if k.startswith("loss_")}
     return {
         "train_s_per_iter": sum(timed) / len(timed),
         "train_peak_cuda_bytes": train_peak,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "params": sum(p.numel() for p in trainer.model.parameters()),
+        "losses_last_fifth": losses,
+        "wall_s": time.perf_counter() - wall,
         "results": curve[iters],
         "curve": {str(k): v for k, v in sorted(curve.items())},
         "weights": os.path.join(out_dir, "model_final.pth"),
@@ -186,13 +207,54 @@ def time_inference(variants, dataset, seed, weights, device, rounds):
                    "infer_peak_cuda_bytes": peak[name] if device == "cuda" else None} for name in models}
 
 
-def child(args, *extra):
-    cmd = [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--iters", str(args.iters),
-           "--device", args.device, "--out", args.out, "--threads", str(args.threads),
-           "--eval-at", args.eval_at, "--rounds", str(args.rounds), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(extra)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+def child_cmd(args, *extra):
+    return [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--iters", str(args.iters),
+            "--device", args.device, "--out", args.out, "--threads", str(args.threads),
+            "--eval-at", args.eval_at, "--rounds", str(args.rounds), *extra]
+
+
+def run_pool(jobs, n_parallel, start):
+    """Run the (label, cmd, log, on_done) jobs, n_parallel at a time, in their order; on_done(returncode).
+    A failed job is reported with the end of its log; the others go on."""
+    queue, running, failed = jobs, [], []
+    while queue or running:
+        while queue and len(running) < n_parallel:
+            label, cmd, log, on_done = queue.pop(0)
+            os.makedirs(os.path.dirname(log), exist_ok=True)
+            print(f"== [{time.time() - start:6.0f} s] start {label}", flush=True)
+            f = open(log, "w")
+            running.append((label, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), f, log, on_done))
+        time.sleep(2)
+        for job in list(running):
+            label, proc, f, log, on_done = job
+            if proc.poll() is None:
+                continue
+            running.remove(job)
+            f.close()
+            print(f"== [{time.time() - start:6.0f} s] done {label}: exit {proc.returncode}", flush=True)
+            if proc.returncode != 0:
+                with open(log) as lf:
+                    print(lf.read()[-3000:], flush=True)
+                failed.append(label)
+            on_done(proc.returncode)
+    return failed
+
+
+def read_results(path):
+    """The runs recorded in the jsonl: {(kind, dataset, seed, variant(s)): record}; the last record wins."""
+    done = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    done[(r["kind"], r["dataset"], r["seed"], r["variant"])] = r
+    return done
+
+
+def append_result(path, record):
+    with open(path, "a") as f:  # one line per run, written at once: an interrupted run leaves nothing
+        f.write(json.dumps(record) + "\n")
 
 
 def load_json(path):
@@ -220,6 +282,8 @@ def report(figures, dataset, variants, seeds, args):
         "Boundary AP": lambda f: f["results"].get("boundary", {}).get("AP", float("nan")),
         "segm AP75": lambda f: f["results"].get("segm", {}).get("AP75", float("nan")),
         "Boundary AP75": lambda f: f["results"].get("boundary", {}).get("AP75", float("nan")),
+        **{f"{name} {size}": (lambda t, k: lambda f: f["results"].get(t, {}).get(k, float("nan")))(task, size)
+           for name, task in (("segm", "segm"), ("Boundary", "boundary")) for size in ("APs", "APm", "APl")},
         "train s/iter": lambda f: f["train_s_per_iter"],
         "inference s/img": lambda f: f["infer_s_per_img"],
         "detections/img": lambda f: f["dets_per_img"],
@@ -265,15 +329,23 @@ def report(figures, dataset, variants, seeds, args):
                 cells.append(f"it {p}: segm {seg[0]:.1f} ± {seg[1]:.1f}, boundary {bnd[0]:.1f} ± {bnd[1]:.1f}")
             print(f"  {v:6} " + " | ".join(cells))
 
-    if "stock" in variants and "bmask" in variants:
+    losses = sorted({k for f in figures.values() for k in f.get("losses_last_fifth", {})})
+    if losses:
+        print(f"\nLoss balance ({dataset}; each weighted term's mean over the last fifth of training, mean over seeds):")
+        for v in variants:
+            cells = [f"{k} {mean_std([f['losses_last_fifth'].get(k, float('nan')) for f in runs[v]])[0]:.3f}"
+                     for k in losses if any(k in f["losses_last_fifth"] for f in runs[v])]
+            print(f"  {v:6} " + ", ".join(cells))
+
+    for v in others:  # issue 21's acceptance, for BMask and for each lever
         seg, bnd, inf = stats["segm AP"], stats["Boundary AP"], stats["inference s/img"]
-        margin = max(bnd["bmask"][1], bnd["stock"][1])
-        print(f"\nIssue 10 checks ({dataset}): bmask mean segm AP >= stock's: "
-              f"{'yes' if seg['bmask'][0] >= seg['stock'][0] else 'NO'} ({seg['bmask'][0]:.2f} vs {seg['stock'][0]:.2f}); "
-              f"mean Boundary AP above stock's by more than one std (the larger of the two): "
-              f"{'yes' if bnd['bmask'][0] - bnd['stock'][0] > margin else 'NO'} "
-              f"({bnd['bmask'][0] - bnd['stock'][0]:+.2f} vs std {margin:.2f}); inference s/img <= 1.25x stock's: "
-              f"{'yes' if inf['bmask'][0] <= 1.25 * inf['stock'][0] else 'NO'} ({ratio(inf['bmask'][0], inf['stock'][0])}x)")
+        diffs = [get["Boundary AP"](a) - get["Boundary AP"](b) for a, b in zip(runs[v], runs["stock"])]
+        d_mean, d_sd = mean_std(diffs)
+        print(f"\nAcceptance ({dataset}, {v} vs stock): mean segm AP >= stock's: "
+              f"{'yes' if seg[v][0] >= seg['stock'][0] else 'NO'} ({seg[v][0]:.2f} vs {seg['stock'][0]:.2f}); "
+              f"Boundary AP above stock's by more than the sd of the paired difference: "
+              f"{'yes' if d_mean > d_sd else 'NO'} ({d_mean:+.2f} vs sd {d_sd:.2f}); inference s/img <= 1.25x "
+              f"stock's: {'yes' if inf[v][0] <= 1.25 * inf['stock'][0] else 'NO'} ({ratio(inf[v][0], inf['stock'][0])}x)")
 
 
 def main():
@@ -282,21 +354,21 @@ def main():
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds: one training run each")
     parser.add_argument("--variants", default="stock,light,bmask", help=f"comma-separated, from {list(VARIANTS)}")
     parser.add_argument("--iters", type=int, default=600, help="training iterations of each run")
-    parser.add_argument("--eval-at", default="0.85", help="extra evaluations, as fractions of --iters (the end "
+    parser.add_argument("--eval-at", default="0.5,0.75", help="extra evaluations, as fractions of --iters (the end "
                         "is always evaluated): after the first LR drop, to see whether the APs still move")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the val set when timing inference")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads in every process (0: torch's default)")
-    parser.add_argument("--out", default=None, help="folder for checkpoints and logs (default: a temp folder)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in every process (0: torch's default)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each its own process (one per core)")
+    parser.add_argument("--out", default=os.path.join(REPO, "bench_out", "bmask"),
+                        help="folder for checkpoints, logs and results.jsonl (finished runs there are skipped)")
     parser.add_argument("--json", default=None, help="also write every run's figures to this json file")
-    parser.add_argument("--reuse", action="store_true", help="keep the runs already done in --out (resume an "
-                        "interrupted benchmark, or print its table again)")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: print the tables of the runs in --out")
     parser.add_argument("--real-buildings-script", default=REAL_BUILDINGS_SCRIPT)
     parser.add_argument("--_train", nargs=3, default=None, help=argparse.SUPPRESS)  # child: variant dataset seed
     parser.add_argument("--_infer", nargs=3, default=None, help=argparse.SUPPRESS)  # child: variants dataset seed
     args = parser.parse_args()
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO, "datasets"))
-    args.out = args.out or tempfile.mkdtemp(prefix="bench_bmask_")
     if args.threads:
         torch.set_num_threads(args.threads)
     eval_at = [float(x) for x in args.eval_at.split(",") if x]
@@ -305,15 +377,16 @@ def main():
         variant, dataset, seed = args._train
         run_dir = os.path.join(args.out, dataset, seed, variant)
         res = train_one(variant, dataset, int(seed), args.iters, eval_at, args.device, run_dir)
-        with open(os.path.join(run_dir, "figures.json"), "w") as f:
-            json.dump(res, f)
+        append_result(os.path.join(args.out, "results.jsonl"), {
+            "kind": "train", "dataset": dataset, "seed": int(seed), "variant": variant, "iters": args.iters,
+            "threads": args.threads, **res})
         return
     if args._infer:
         variants, dataset, seed = args._infer[0].split(","), args._infer[1], args._infer[2]
         weights = {v: os.path.join(args.out, dataset, seed, v, "model_final.pth") for v in variants}
         res = time_inference(variants, dataset, int(seed), weights, args.device, args.rounds)
-        with open(os.path.join(args.out, dataset, seed, "inference.json"), "w") as f:
-            json.dump(res, f)
+        append_result(os.path.join(args.out, "results.jsonl"), {
+            "kind": "infer", "dataset": dataset, "seed": int(seed), "variant": ",".join(variants), "timed": res})
         return
 
     datasets, variants = args.datasets.split(","), args.variants.split(",")
@@ -323,37 +396,84 @@ def main():
             sys.exit(f"unknown dataset or variant {name!r}: datasets {list(DATASETS)}, variants {list(VARIANTS)}")
     if "real_buildings" in datasets:
         prepare_real_buildings(args.real_buildings_script)
-    figures = {}
+    os.makedirs(args.out, exist_ok=True)
+    results_path = os.path.join(args.out, "results.jsonl")
     start = time.time()
-    for dataset in datasets:
-        for seed in seeds:
-            trained = False
-            for variant in variants:
-                path = os.path.join(args.out, dataset, str(seed), variant, "figures.json")
-                if not (args.reuse and os.path.isfile(path)):
-                    print(f"== [{time.time() - start:6.0f} s] training {variant} on {dataset}, seed {seed}, "
-                          f"{args.iters} iterations, {args.device} ...", flush=True)
-                    child(args, "--_train", variant, dataset, str(seed))
-                    trained = True
-                figures[(dataset, seed, variant)] = load_json(path)
-            path = os.path.join(args.out, dataset, str(seed), "inference.json")
-            timed = load_json(path) if args.reuse and not trained and os.path.isfile(path) else {}
-            if set(timed) != set(variants):
-                print(f"== [{time.time() - start:6.0f} s] timing inference on {dataset}, seed {seed} (interleaved) ...",
-                      flush=True)
-                child(args, "--_infer", ",".join(variants), dataset, str(seed))
-                timed = load_json(path)
-            for variant, r in timed.items():
-                figures[(dataset, seed, variant)].update(r)
+    done = read_results(results_path)
+    train_key = lambda d, s, v: ("train", d, s, v)  # noqa: E731
+    infer_key = lambda d, s: ("infer", d, s, ",".join(variants))  # noqa: E731
+    if not args.report_only:
+        # Skip the runs the jsonl already holds (of the same length); a seed's variants queue side by side.
+        todo = [(d, s, v) for d in datasets for s in seeds for v in variants
+                if done.get(train_key(d, s, v), {}).get("iters") != args.iters]
+        trained_left = {(d, s): sum(1 for t in todo if t[:2] == (d, s)) for d in datasets for s in seeds}
+        jobs = []
 
+        def infer_job(d, s):
+            return (f"inference timing {d} seed {s}", child_cmd(args, "--_infer", ",".join(variants), d, str(s)),
+                    os.path.join(args.out, d, str(s), "infer.log"), lambda rc: None)
+
+        def on_trained(d, s):
+            def done_cb(rc):
+                trained_left[(d, s)] -= 1
+                if rc == 0 and trained_left[(d, s)] == 0:  # every variant of this seed trained: time them
+                    jobs_queue_front.append(infer_job(d, s))
+            return done_cb
+
+        jobs_queue_front = []
+        for d, s, v in todo:
+            jobs.append((f"train {v} on {d}, seed {s}, {args.iters} iterations",
+                         child_cmd(args, "--_train", v, d, str(s)),
+                         os.path.join(args.out, d, str(s), v, "train.log"), on_trained(d, s)))
+        for d in datasets:  # trained earlier but never timed with this set of variants
+            for s in seeds:
+                if trained_left[(d, s)] == 0 and infer_key(d, s) not in done:
+                    jobs.append(infer_job(d, s))
+        # the inference jobs of finished seeds go before the remaining training runs
+        pool = _FrontQueue(jobs, jobs_queue_front)
+        failed = run_pool(pool, args.jobs, start)
+        print(f"== benchmark wall time this start: {time.time() - start:.0f} s; failed: {failed or 'none'}", flush=True)
+        done = read_results(results_path)
+
+    figures, missing = {}, []
+    for d in datasets:
+        for s in seeds:
+            timed = done.get(infer_key(d, s), {}).get("timed", {})
+            for v in variants:
+                rec = done.get(train_key(d, s, v))
+                if rec is None or rec.get("iters") != args.iters:
+                    missing.append(f"{d}/{s}/{v}")
+                    continue
+                figures[(d, s, v)] = {**rec, **timed.get(v, {"infer_s_per_img": float("nan"),
+                                                              "dets_per_img": float("nan"),
+                                                              "infer_peak_cuda_bytes": None})}
+    if missing:
+        print(f"runs not (yet) in {results_path}: {', '.join(missing)}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"/".join(map(str, k)): v for k, v in figures.items()}, f, indent=1)
+    walls = [r["wall_s"] for r in done.values() if "wall_s" in r]
     print(f"\nBMask R-CNN (bmask: BoundaryROIHeads + BoundaryPreservingHead, Cheng et al. 2020) and seg_d2's light "
           f"boundary head (light) vs stock Mask R-CNN (stock); R-18-FPN from scratch, the recipe of "
-          f"Base-Shapes-RCNN.yaml for all. Total time {time.time() - start:.0f} s.")
+          f"Base-Shapes-RCNN.yaml for all; {args.jobs} job(s) x {args.threads or torch.get_num_threads()} "
+          f"thread(s). Runs' own wall time, summed: {sum(walls):.0f} s.")
     for dataset in datasets:
-        report(figures, dataset, variants, seeds, args)
+        if all((dataset, s, v) in figures for s in seeds for v in variants):
+            report(figures, dataset, variants, seeds, args)
+
+
+class _FrontQueue(list):
+    """The job list for run_pool, with jobs that callbacks add (to ``front``) taken first."""
+
+    def __init__(self, jobs, front):
+        super().__init__(jobs)
+        self.front = front
+
+    def pop(self, i=-1):
+        return self.front.pop(0) if self.front else super().pop(i)
+
+    def __bool__(self):
+        return bool(self.front) or len(self) > 0
 
 
 if __name__ == "__main__":

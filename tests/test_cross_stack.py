@@ -17,7 +17,7 @@ from tests.tools.test_train_net import INSTANT, TRAIN_NET
 
 pytestmark = pytest.mark.cross_stack
 
-BMASK_MS = REPO / "configs" / "Shapes-InstanceSegmentation" / "bmask_rcnn_ms_R_18_FPN_scratch_bs4_600it.yaml"
+BMASK_MS = REPO / "configs" / "Shapes-InstanceSegmentation" / "bmask_rcnn_mask_scoring_R_18_FPN_scratch_bs4_600it.yaml"
 SEMANTIC = REPO / "configs" / "Shapes-SemanticSegmentation" / "unet_classic_c16_d3_scratch_adam_bs4_160it.yaml"
 SEMANTIC_OPTS = ["SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0",
                  "DATASETS.TEST", '("seg_d2_shapes_sem_seg_val_mini",)']

@@ -4,9 +4,9 @@ A valid pixel is on the band of width ``w`` when some valid pixel within Chebysh
 (a (2w+1) x (2w+1) square around it) has another label. Pixels labelled ``ignore_value`` are
 "don't care": never on the band themselves and never a different label for their neighbours, so the
 edge of an ignored region is no boundary. Outside the image is either "don't care"
-(``border_is_boundary=False``: the semantic boundary loss, whose crops cut objects, and BMask R-CNN's
-RoI boundary targets, whose RoI edge is not an object edge) or another label
-(``border_is_boundary=True``: Boundary IoU, Cheng et al. 2021, where the image border is background).
+(``border_is_boundary=False``: the semantic boundary loss, whose crops cut objects) or another label
+(``border_is_boundary=True``: Boundary IoU, Cheng et al. 2021, where the image border is background, and
+BMask R-CNN's RoI boundary targets, whose Laplacian is zero-padded).
 
 For a binary mask, ``mask & band`` is the mask's inner contour band: with ``border_is_boundary`` and
 ``w = round(0.02 * diagonal)`` it is Boundary IoU's ``mask - erode(mask)`` (d erosions by a 3x3

@@ -15,8 +15,8 @@ own RoI features and exchange features both ways (the paper's Fig. 2):
   boundary logits, one channel per class (or one, class-agnostic).
 
 Losses as in the paper: BCE on masks; BCE + Dice on boundaries, whose targets are the boundaries of
-the ground-truth masks (:func:`~seg_d2.modeling.mask_losses.boundary_targets`, the mask pixels with a
-non-mask 8-neighbour: what the paper's 3x3 Laplacian finds). Dice on masks is not in the paper; it is
+the ground-truth masks (:func:`~seg_d2.modeling.mask_losses.boundary_targets`: the authors' zero-padded
+3x3 Laplacian, so mask pixels on the RoI edge are boundary). Dice on masks is not in the paper; it is
 a switch (``BOUNDARY_MASK_HEAD.MASK_DICE_WEIGHT`` > 0). The mask prediction depends on the boundary
 features, so the boundary sub-network runs at inference too; only its deconv and predictor, which
 feed nothing but the boundary loss, are skipped. Optional mask scoring (Mask Scoring R-CNN, Huang

@@ -42,11 +42,13 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) 
 
 
 def boundary_targets(masks: torch.Tensor) -> torch.Tensor:
-    """Boundary targets of binary RoI masks (BMask R-CNN): their inner contour, 1 pixel wide.
+    """Boundary targets of binary RoI masks, as the BMask R-CNN authors compute them (Cheng 2020,
+    hustvl/BMaskR-CNN ``boundary_loss_func``): a 3x3 Laplacian of the mask target, zero-padded, > 0.
 
-    A pixel is boundary when it is inside the mask and has at least one 8-neighbour outside it
-    (what the paper's 3x3 Laplacian finds), from the shared band :func:`seg_d2.layers.boundary_band`.
-    The RoI's own edge is not a boundary: a proposal's crop cuts objects where they do not end.
+    A pixel is boundary when it is inside the mask and has an 8-neighbour outside it, the outside
+    of the RoI included: mask pixels on the RoI's edge are boundary (a box that fits its object ends
+    exactly there, and Boundary AP scores those pixels). This is
+    :func:`seg_d2.layers.mask_boundary` of width 1 with the border as background.
 
     Args:
         masks: (N, M, M) masks (bool or float in [0, 1], binarised at 0.5).
@@ -55,7 +57,7 @@ def boundary_targets(masks: torch.Tensor) -> torch.Tensor:
         (N, M, M) float tensor of 0/1.
     """
     m = masks > 0.5
-    return (m & boundary_band(m, 1, border_is_boundary=False)).to(torch.float32)
+    return (m & boundary_band(m, 1, border_is_boundary=True)).to(torch.float32)
 
 
 def mask_and_boundary_losses(

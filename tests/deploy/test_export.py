@@ -38,9 +38,9 @@ FAMILIES = {  # name -> (config, opts)
     "mask_rcnn": (INS + "mask_rcnn_R_18_FPN_scratch_bs4_600it.yaml", SMALL_INS),
     "mask_rcnn_ms": (INS + "mask_rcnn_R_18_FPN_scratch_bs4_600it.yaml", SMALL_INS + MASK_SCORING),
     "bmask_rcnn": (INS + "bmask_rcnn_R_18_FPN_scratch_bs4_600it.yaml", SMALL_INS),
-    "bmask_rcnn_ms": (INS + "bmask_rcnn_ms_R_18_FPN_scratch_bs4_600it.yaml", SMALL_INS),
+    "bmask_rcnn_ms": (INS + "bmask_rcnn_mask_scoring_R_18_FPN_scratch_bs4_600it.yaml", SMALL_INS),
     "light_boundary": (INS + "mask_rcnn_light_boundary_R_18_FPN_scratch_bs4_600it.yaml", SMALL_INS),
-    "light_boundary_ms": (INS + "mask_rcnn_light_boundary_ms_R_18_FPN_scratch_bs4_600it.yaml", SMALL_INS),
+    "light_boundary_ms": (INS + "mask_rcnn_light_boundary_mask_scoring_R_18_FPN_scratch_bs4_600it.yaml", SMALL_INS),
 }
 SEMANTIC = ["unet_resnet", "unet_classic", "fcn"]
 INSTANCE = ["mask_rcnn", "mask_rcnn_ms", "bmask_rcnn", "bmask_rcnn_ms", "light_boundary", "light_boundary_ms"]

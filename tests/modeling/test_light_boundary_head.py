@@ -1,8 +1,6 @@
-"""LightBoundaryMaskHead (seg_d2's light boundary head, not BMask R-CNN's): registration, boundary targets,
-Dice loss, shapes, training."""
+"""LightBoundaryMaskHead (seg_d2's light boundary head, not BMask R-CNN's): registration, shapes, training."""
 import pytest
 import torch
-from torch.nn import functional as F
 
 import seg_d2  # noqa: F401
 from detectron2.config import get_cfg
@@ -12,10 +10,7 @@ from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, buil
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 from seg_d2 import add_seg_d2_config
-from seg_d2.layers import boundary_band
-from seg_d2.modeling import mask_losses
 from seg_d2.modeling.light_boundary_head import LightBoundaryMaskHead
-from seg_d2.modeling.mask_losses import boundary_targets, dice_loss
 
 
 def make_cfg(**overrides):
@@ -68,68 +63,6 @@ def test_import_seg_d2_registers_the_head_under_a_name_of_its_own():
     assert ROI_MASK_HEAD_REGISTRY.get("LightBoundaryMaskHead") is LightBoundaryMaskHead
     # Its former name, so close to the paper's "BoundaryPreservingHead", is gone from the registry.
     assert "BoundaryPreservingMaskHead" not in ROI_MASK_HEAD_REGISTRY
-
-
-def test_boundary_targets_of_hand_made_masks():
-    square = torch.zeros(1, 5, 5)
-    square[0, 1:4, 1:4] = 1
-    expected = torch.tensor([[0, 0, 0, 0, 0],
-                             [0, 1, 1, 1, 0],
-                             [0, 1, 0, 1, 0],
-                             [0, 1, 1, 1, 0],
-                             [0, 0, 0, 0, 0]], dtype=torch.float32)
-    assert torch.equal(boundary_targets(square)[0], expected)
-
-    # A mask cut by the RoI's edge has no boundary along that edge: the crop does not end the object.
-    left = torch.zeros(1, 4, 4)
-    left[0, :, :2] = 1
-    expected = torch.tensor([[0, 1, 0, 0]] * 4, dtype=torch.float32)
-    assert torch.equal(boundary_targets(left)[0], expected)
-
-    # A diagonal neighbour outside the mask makes a boundary pixel too (8-connectivity).
-    corner = torch.ones(1, 3, 3)
-    corner[0, 0, 0] = 0
-    expected = torch.tensor([[0, 1, 0], [1, 1, 0], [0, 0, 0]], dtype=torch.float32)
-    assert torch.equal(boundary_targets(corner)[0], expected)
-
-    assert boundary_targets(torch.ones(2, 6, 6)).sum() == 0
-    assert boundary_targets(torch.zeros(1, 6, 6)).sum() == 0
-    assert boundary_targets(torch.zeros(0, 6, 6)).shape == (0, 6, 6)
-
-
-def test_boundary_targets_are_the_shared_band_inside_the_mask(monkeypatch):
-    # Mask pixels with an 8-neighbour outside the mask (a 3x3 erosion's complement), the RoI edge not
-    # counting: on random masks, as the paper's Laplacian and as seg_d2.layers.boundary_band.
-    masks = torch.rand(6, 28, 28, generator=torch.Generator().manual_seed(0)) > 0.4
-    eroded = -F.max_pool2d(-masks[:, None].float(), 3, stride=1, padding=1)[:, 0]  # outside the RoI: neutral
-    assert torch.equal(boundary_targets(masks), (masks & (eroded < 1)).float())
-
-    calls = []
-
-    def spy(labels, width, **kwargs):
-        calls.append((width, kwargs.get("border_is_boundary")))
-        return boundary_band(labels, width, **kwargs)
-
-    monkeypatch.setattr(mask_losses, "boundary_band", spy)
-    boundary_targets(masks)
-    assert calls == [(1, False)]  # one band, 1 pixel wide, the RoI edge no boundary
-
-
-def test_dice_loss_values():
-    target = torch.zeros(1, 4, 4)
-    target[0, :2, :2] = 1  # 4 pixels
-    # Probabilities 0.5 everywhere: |P∩T| = 2, |P| = 8, |T| = 4 -> 1 - (2*2 + 1) / (8 + 4 + 1) = 8/13.
-    assert dice_loss(torch.zeros(1, 4, 4), target).item() == pytest.approx(8 / 13, abs=1e-6)
-    # A (nearly) perfect prediction costs (nearly) 0; the exact opposite (the 12 other pixels):
-    # 1 - (0 + 1) / (12 + 4 + 1) = 16/17.
-    perfect = (target * 2 - 1) * 50
-    assert dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
-    assert dice_loss(-perfect, target).item() == pytest.approx(16 / 17, abs=1e-6)
-    # Empty target, empty prediction: the smoothing term makes it 0, not 0/0.
-    assert dice_loss(torch.full((1, 4, 4), -50.0), torch.zeros(1, 4, 4)).item() == pytest.approx(0.0, abs=1e-6)
-    # Mean over instances.
-    both = dice_loss(torch.stack([torch.zeros(4, 4), perfect[0]]), torch.cat([target, target]))
-    assert both.item() == pytest.approx((8 / 13 + 0) / 2, abs=1e-6)
 
 
 @pytest.mark.parametrize("agnostic", [False, True])

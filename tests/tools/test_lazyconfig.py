@@ -64,6 +64,8 @@ def test_twin_builds_the_same_model(name):
     ys, ls = yaml_model.state_dict(), lazy_model.state_dict()
     assert list(ls) == list(ys) and all(ls[k].shape == ys[k].shape for k in ys)
     assert str(lazy_model) == str(yaml_model)
+    if hasattr(yaml_model, "roi_heads"):
+        assert lazy_model.roi_heads.train_on_pred_boxes == yaml_model.roi_heads.train_on_pred_boxes
     lazy_model.load_state_dict(ys)
 
     x = _one_input(instance="rcnn" in name)

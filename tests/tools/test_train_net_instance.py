@@ -26,7 +26,7 @@ LIGHT_LOSSES = ("loss_mask", "loss_mask_dice", "loss_boundary", "loss_boundary_d
 
 RUNS = {
     # config, extra options, tasks expected in the evaluation, losses expected in training
-    "bmask_rcnn_mask_scoring": ("bmask_rcnn_ms_R_18_FPN_scratch_bs4_600it.yaml", [], ("bbox", "segm", "boundary"),
+    "bmask_rcnn_mask_scoring": ("bmask_rcnn_mask_scoring_R_18_FPN_scratch_bs4_600it.yaml", [], ("bbox", "segm", "boundary"),
                                 BMASK_LOSSES + ("loss_mask_iou",)),
     "stock_mask_rcnn": ("mask_rcnn_R_18_FPN_scratch_bs4_600it.yaml", [], ("bbox", "segm", "boundary"),
                         ("loss_mask",)),
@@ -71,14 +71,14 @@ ON_SHAPES = ["MODEL.ROI_HEADS.NUM_CLASSES", "4", "INPUT.MASK_FORMAT", "bitmask",
 IN_PROCESS = {  # config -> losses of its mask head
     "Shapes-InstanceSegmentation/bmask_rcnn_R_18_FPN_scratch_bs4_600it.yaml": BMASK_LOSSES,
     "Shapes-InstanceSegmentation/mask_rcnn_light_boundary_R_18_FPN_scratch_bs4_600it.yaml": LIGHT_LOSSES,
-    "Shapes-InstanceSegmentation/mask_rcnn_light_boundary_ms_R_18_FPN_scratch_bs4_600it.yaml":
+    "Shapes-InstanceSegmentation/mask_rcnn_light_boundary_mask_scoring_R_18_FPN_scratch_bs4_600it.yaml":
         LIGHT_LOSSES + ("loss_mask_iou",),
     "COCO-InstanceSegmentation/bmask_rcnn_R_50_FPN_1x.yaml": BMASK_LOSSES,
     "COCO-InstanceSegmentation/bmask_rcnn_R_50_FPN_3x.yaml": BMASK_LOSSES,
-    "COCO-InstanceSegmentation/bmask_rcnn_ms_R_50_FPN_1x.yaml": BMASK_LOSSES + ("loss_mask_iou",),
+    "COCO-InstanceSegmentation/bmask_rcnn_mask_scoring_R_50_FPN_1x.yaml": BMASK_LOSSES + ("loss_mask_iou",),
     "COCO-InstanceSegmentation/mask_rcnn_light_boundary_R_50_FPN_1x.yaml": LIGHT_LOSSES,
     "COCO-InstanceSegmentation/mask_rcnn_light_boundary_R_50_FPN_3x.yaml": LIGHT_LOSSES,
-    "COCO-InstanceSegmentation/mask_rcnn_light_boundary_ms_R_50_FPN_1x.yaml": LIGHT_LOSSES + ("loss_mask_iou",),
+    "COCO-InstanceSegmentation/mask_rcnn_light_boundary_mask_scoring_R_50_FPN_1x.yaml": LIGHT_LOSSES + ("loss_mask_iou",),
 }
 TINY_VAL = "seg_d2_test_shapes_val_2"
 
