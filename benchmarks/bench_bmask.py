@@ -403,8 +403,10 @@ def main():
     train_key = lambda d, s, v: ("train", d, s, v)  # noqa: E731
     infer_key = lambda d, s: ("infer", d, s, ",".join(variants))  # noqa: E731
     if not args.report_only:
-        # Skip the runs the jsonl already holds (of the same length); a seed's variants queue side by side.
-        todo = [(d, s, v) for d in datasets for s in seeds for v in variants
+        # Skip the runs the jsonl already holds (of the same length).
+        # Variants go in pairs (--variants order: stock with the next), one seed's pair after the other.
+        groups = [variants[i:i + args.jobs] for i in range(0, len(variants), args.jobs)]
+        todo = [(d, s, v) for d in datasets for g in groups for s in seeds for v in g
                 if done.get(train_key(d, s, v), {}).get("iters") != args.iters]
         trained_left = {(d, s): sum(1 for t in todo if t[:2] == (d, s)) for d in datasets for s in seeds}
         jobs = []

@@ -302,7 +302,8 @@ class CityscapesSemSegEvaluator(_CityscapesEvaluator):
 
 class CityscapesInstanceEvaluator(_CityscapesEvaluator):
     """AP and AP50 of masks, as cityscapesscripts' evalInstanceLevelSemanticLabeling computes them,
-    from ``outputs[i]["instances"]`` (``pred_masks``, ``pred_classes`` over the 8 thing classes, ``scores``).
+    from ``outputs[i]["instances"]`` (``pred_masks``, ``pred_classes`` over the 8 thing classes, and
+    ``mask_scores`` when present (mask scoring), ``scores`` otherwise).
 
     Results (percent): ``AP``, ``AP50``, ``AP-<class>``, ``AP50-<class>`` (NaN for a class without
     ground truth, left out of the averages as cityscapesscripts does).
@@ -333,7 +334,10 @@ class CityscapesInstanceEvaluator(_CityscapesEvaluator):
                                          f"image size {tuple(size)}: Cityscapes evaluation needs full-size masks.")
                     masks = (masks > 0.5) if masks.is_floating_point() else masks.bool()
                     rles = mask_util.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8)))
-                    for cls, score, rle in zip(instances.pred_classes.tolist(), instances.scores.tolist(), rles):
+                    # Masks are ranked by their own score where the model predicts one (mask scoring, Huang
+                    # 2019), as the COCO evaluator does; Cityscapes AP is mask AP only.
+                    scores = instances.mask_scores if instances.has("mask_scores") else instances.scores
+                    for cls, score, rle in zip(instances.pred_classes.tolist(), scores.tolist(), rles):
                         preds.append((self._class_to_label_id[cls], float(score), rle))
             # An image without instances still gets its (empty) result file, as the scripts require.
             self._predictions.append((city, stem, preds))

@@ -3,7 +3,7 @@
 from .bmask_head import BoundaryPreservingHead  # noqa: F401  (registers into ROI_MASK_HEAD_REGISTRY)
 from .light_boundary_head import LightBoundaryMaskHead  # noqa: F401  (ROI_MASK_HEAD_REGISTRY)
 from .mask_scoring import MaskIoUHead  # noqa: F401
-from .roi_heads import BoundaryROIHeads, MaskScoringROIHeads  # noqa: F401  (registers into ROI_HEADS_REGISTRY)
+from .roi_heads import BoundaryROIHeads, CascadeBoundaryROIHeads, MaskScoringROIHeads  # noqa: F401  (registers into ROI_HEADS_REGISTRY)
 # Semantic segmentation (U-Net, FCN): heads, encoders and the meta-architecture.
 from .fcn_head import FCNHead  # noqa: F401  (registers into SEM_SEG_HEADS_REGISTRY)
 from .resnet_unet_backbone import build_resnet_unet_backbone  # noqa: F401  (BACKBONE_REGISTRY)

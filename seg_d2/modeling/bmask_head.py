@@ -22,7 +22,8 @@ features, so the boundary sub-network runs at inference too; only its deconv and
 feed nothing but the boundary loss, are skipped. Optional mask scoring (Mask Scoring R-CNN, Huang
 2019) on the mask RoI features and the predicted masks.
 
-The head needs both RoI features: build it inside :class:`seg_d2.modeling.roi_heads.BoundaryROIHeads`.
+The head needs both RoI features: build it inside :class:`seg_d2.modeling.roi_heads.BoundaryROIHeads`
+(or :class:`~seg_d2.modeling.roi_heads.CascadeBoundaryROIHeads`).
 """
 from typing import List, Optional
 
@@ -133,7 +134,7 @@ class BoundaryPreservingHead(nn.Module):
         if boundary_shape is None:
             raise ValueError(
                 "MODEL.ROI_MASK_HEAD.NAME 'BoundaryPreservingHead' reads two RoI features (mask and boundary): "
-                "set MODEL.ROI_HEADS.NAME 'BoundaryROIHeads', which pools both"
+                "set MODEL.ROI_HEADS.NAME 'BoundaryROIHeads' (or 'CascadeBoundaryROIHeads'), which pools both"
             )
         h = cfg.MODEL.BOUNDARY_MASK_HEAD
         return {

@@ -1,5 +1,5 @@
-"""ROI heads: BMask R-CNN's BoundaryROIHeads (Cheng 2020), which pools RoI features twice, and
-MaskScoringROIHeads (Mask Scoring R-CNN, Huang 2019) for detectron2's own mask heads."""
+"""ROI heads: BMask R-CNN's BoundaryROIHeads and CascadeBoundaryROIHeads (Cheng 2020), which pool RoI
+features twice, and MaskScoringROIHeads (Mask Scoring R-CNN, Huang 2019) for detectron2's own mask heads."""
 from typing import Dict, List, Optional
 
 import torch
@@ -8,25 +8,29 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.poolers import ROIPooler
-from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads, select_foreground_proposals
+from detectron2.modeling.roi_heads import (
+    ROI_HEADS_REGISTRY,
+    CascadeROIHeads,
+    StandardROIHeads,
+    select_foreground_proposals,
+)
 from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, BaseMaskRCNNHead, mask_rcnn_loss
 from detectron2.structures import Instances
 
 from .bmask_head import BoundaryPreservingHead
 from .mask_scoring import MaskIoUHead, mask_head_inference, mask_scoring_loss
 
-__all__ = ["BoundaryROIHeads", "MaskScoringROIHeads", "check_mask_scoring_config"]
+__all__ = ["BoundaryROIHeads", "CascadeBoundaryROIHeads", "MaskScoringROIHeads", "check_mask_scoring_config"]
 
 
-@ROI_HEADS_REGISTRY.register()
-class BoundaryROIHeads(StandardROIHeads):
-    """BMask R-CNN's ROI heads (Cheng et al., "Boundary-preserving Mask R-CNN", ECCV 2020): a
-    StandardROIHeads whose mask path pools twice, for :class:`BoundaryPreservingHead`.
+class _BoundaryMaskPath:
+    """The mask path of BMask R-CNN (Cheng et al., "Boundary-preserving Mask R-CNN", ECCV 2020), mixed
+    into a detectron2 ROI heads class: it pools twice, for :class:`BoundaryPreservingHead`.
 
     The mask RoI features come from MODEL.ROI_HEADS.IN_FEATURES at ROI_MASK_HEAD.POOLER_RESOLUTION
     (14), the boundary RoI features from MODEL.BOUNDARY_MASK_HEAD.IN_FEATURES (p2) at
     BOUNDARY_MASK_HEAD.POOLER_RESOLUTION (28); both poolers use ROI_MASK_HEAD.POOLER_TYPE and
-    POOLER_SAMPLING_RATIO. Boxes and the rest are StandardROIHeads'.
+    POOLER_SAMPLING_RATIO. Boxes and the rest are the base class's.
     """
 
     @configurable
@@ -42,7 +46,8 @@ class BoundaryROIHeads(StandardROIHeads):
         if self.mask_on:
             if not isinstance(self.mask_head, BoundaryPreservingHead) or self.mask_pooler is None \
                     or boundary_pooler is None or not boundary_in_features:
-                raise ValueError("BoundaryROIHeads needs a BoundaryPreservingHead, a mask pooler and a boundary pooler")
+                raise ValueError(f"{type(self).__name__} needs a BoundaryPreservingHead, a mask pooler and a "
+                                 f"boundary pooler")
             self.boundary_in_features = list(boundary_in_features)
             self.boundary_pooler = boundary_pooler
 
@@ -53,11 +58,11 @@ class BoundaryROIHeads(StandardROIHeads):
         head_cls = ROI_MASK_HEAD_REGISTRY.get(cfg.MODEL.ROI_MASK_HEAD.NAME)
         if not (isinstance(head_cls, type) and issubclass(head_cls, BoundaryPreservingHead)):
             raise ValueError(
-                f"MODEL.ROI_HEADS.NAME 'BoundaryROIHeads' pools mask and boundary RoI features for "
+                f"MODEL.ROI_HEADS.NAME {cls.__name__!r} pools mask and boundary RoI features for "
                 f"MODEL.ROI_MASK_HEAD.NAME 'BoundaryPreservingHead', got {cfg.MODEL.ROI_MASK_HEAD.NAME!r}"
             )
         if not cfg.MODEL.ROI_MASK_HEAD.POOLER_TYPE:
-            raise ValueError("BoundaryROIHeads needs a RoI pooler: MODEL.ROI_MASK_HEAD.POOLER_TYPE is empty")
+            raise ValueError(f"{cls.__name__} needs a RoI pooler: MODEL.ROI_MASK_HEAD.POOLER_TYPE is empty")
         in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
         boundary_in_features = list(cfg.MODEL.BOUNDARY_MASK_HEAD.IN_FEATURES)
         resolution = cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
@@ -88,6 +93,29 @@ class BoundaryROIHeads(StandardROIHeads):
         mask_features = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
         boundary_features = self.boundary_pooler([features[f] for f in self.boundary_in_features], boxes)
         return self.mask_head(mask_features, boundary_features, instances)
+
+
+@ROI_HEADS_REGISTRY.register()
+class BoundaryROIHeads(_BoundaryMaskPath, StandardROIHeads):
+    """BMask R-CNN's ROI heads (Cheng 2020): StandardROIHeads with BMask R-CNN's two-pooler mask path
+    (see :class:`_BoundaryMaskPath`)."""
+
+
+@ROI_HEADS_REGISTRY.register()
+class CascadeBoundaryROIHeads(_BoundaryMaskPath, CascadeROIHeads):
+    """Cascade BMask R-CNN (Cheng 2020; the authors' ``CascadeBoundaryROIHeads``): detectron2's
+    CascadeROIHeads (Cai & Vasconcelos 2018: MODEL.ROI_BOX_CASCADE_HEAD's stages) with BMask R-CNN's
+    two-pooler mask path. As in detectron2's cascade, the mask head trains on the sampled proposals and
+    predicts on the last stage's boxes."""
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        if cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
+            # detectron2's cascade would silently ignore it: its stages refine the boxes themselves
+            raise ValueError("MODEL.ROI_HEADS.NAME 'CascadeBoundaryROIHeads' does not use "
+                             "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES (the cascade stages refine the boxes); "
+                             "set it to False")
+        return super().from_config(cfg, input_shape)
 
 
 @ROI_HEADS_REGISTRY.register()

@@ -10,10 +10,10 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, mask_rcnn_loss
 from detectron2.utils.events import EventStorage
 from seg_d2.modeling.bmask_head import BoundaryPreservingHead
-from seg_d2.modeling.mask_losses import boundary_targets, dice_loss
 from seg_d2.modeling.roi_heads import BoundaryROIHeads
 
 from .test_light_boundary_head import make_cfg as light_cfg
+from .test_mask_losses import authors_dice, authors_targets
 from .test_light_boundary_head import roi_batch, two_detections
 from .test_mask_scoring import image, tiny_rcnn
 
@@ -58,18 +58,22 @@ def test_layers_shapes_and_the_paper_losses():
     with EventStorage():
         # The mask loss is detectron2's Mask R-CNN loss on the same logits.
         assert losses["loss_mask"].item() == pytest.approx(mask_rcnn_loss(mask_logits, instances).item(), rel=1e-5)
+    # The boundary losses as the authors' boundary_loss_func computes them: targets from the zero-padded
+    # Laplacian of the 28x28 mask targets, BCE with logits, and their Dice on the sigmoid.
     gt = torch.cat([i.gt_masks.crop_and_resize(i.proposal_boxes.tensor, 28) for i in instances]).float()
     classes = torch.cat([i.gt_classes for i in instances])
     picked = boundary_logits[torch.arange(5), classes]
+    targets = authors_targets(gt)
+    assert targets.sum() > 0
     assert losses["loss_boundary"].item() == pytest.approx(
-        F.binary_cross_entropy_with_logits(picked, boundary_targets(gt)).item(), rel=1e-5)
-    assert losses["loss_boundary_dice"].item() == pytest.approx(dice_loss(picked, boundary_targets(gt)).item(), rel=1e-5)
+        F.binary_cross_entropy_with_logits(picked, targets).item(), rel=1e-5)
+    assert losses["loss_boundary_dice"].item() == pytest.approx(authors_dice(picked.sigmoid(), targets).item(), rel=1e-5)
 
     switched = make_head(**{"MODEL.BOUNDARY_MASK_HEAD.MASK_DICE_WEIGHT": 0.5})
     with EventStorage():
         losses = switched(x, b, roi_batch())
-    assert losses["loss_mask_dice"].item() == pytest.approx(0.5 * dice_loss(mask_logits[torch.arange(5), classes],
-                                                                             gt).item(), rel=1e-5)
+    assert losses["loss_mask_dice"].item() == pytest.approx(
+        0.5 * authors_dice(mask_logits[torch.arange(5), classes].sigmoid(), gt).item(), rel=1e-5)
 
 
 def test_both_fusions_carry_gradients_between_the_branches():
@@ -195,3 +199,48 @@ def test_model_infers_masks():
         (out,) = model(inputs)
     inst = out["instances"]
     assert len(inst) > 0 and inst.pred_masks.shape == (len(inst), 64, 64) and inst.pred_masks.dtype == torch.bool
+
+
+# Cascade BMask R-CNN: detectron2's CascadeROIHeads with the same two-pooler mask path.
+CASCADE = ("MODEL.ROI_HEADS.NAME", "CascadeBoundaryROIHeads", "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", True)
+
+
+def test_cascade_boundary_roi_heads_are_detectron2s_cascade_with_the_boundary_mask_path():
+    from detectron2.modeling.roi_heads import CascadeROIHeads
+
+    from seg_d2.modeling.roi_heads import CascadeBoundaryROIHeads
+
+    assert ROI_HEADS_REGISTRY.get("CascadeBoundaryROIHeads") is CascadeBoundaryROIHeads
+    model = tiny_rcnn("bmask", False, *CASCADE)
+    roi_heads = model.roi_heads
+    assert isinstance(roi_heads, CascadeROIHeads) and roi_heads.num_cascade_stages == 3
+    assert isinstance(roi_heads.mask_head, BoundaryPreservingHead) and roi_heads.boundary_pooler.output_size == (28, 28)
+    with EventStorage():
+        losses = model([image(2), image(1, seed=1)])
+    assert {f"loss_cls_stage{k}" for k in range(3)} | {"loss_mask", "loss_boundary", "loss_boundary_dice"} <= set(losses)
+    # detectron2's cascade ignores TRAIN_ON_PRED_BOXES; seg_d2 says so rather than train something else
+    with pytest.raises(ValueError, match="CascadeBoundaryROIHeads' does not use MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES"):
+        tiny_rcnn("bmask", False, *CASCADE, "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", True)
+
+
+def test_cascade_bmask_rcnn_learns_masks():
+    """80 SGD steps on two 64x64 images (three squares): afterwards, every square has a detection among
+    the five highest-scored whose mask overlaps it with IoU >= 0.6 (IoU computed here, pixel by pixel)."""
+    model = tiny_rcnn("bmask", False, *CASCADE)
+    data = [image(2), image(1, seed=1)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    with EventStorage():
+        for _ in range(80):
+            loss = sum(model(data).values())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        outputs = model([{k: v for k, v in d.items() if k != "instances"} for d in data])
+    for d, out in zip(data, outputs):
+        inst = out["instances"]
+        top = inst.pred_masks[inst.scores.argsort(descending=True)[:5]]
+        for gt in d["instances"].gt_masks.tensor:
+            best = max(((m & gt).sum() / (m | gt).sum()).item() for m in top)
+            assert best >= 0.6, best

@@ -19,6 +19,13 @@ def authors_targets(masks: torch.Tensor) -> torch.Tensor:
     return (lap > 0.1).float()
 
 
+def authors_dice(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The authors' ``dice_loss_func`` on probabilities: 1 - (2|P.T| + 1) / (|P| + |T| + 1), mean over RoIs."""
+    n = probs.size(0)
+    p, t = probs.reshape(n, -1), target.reshape(n, -1)
+    return (1 - (2 * (p * t).sum(1) + 1.0) / (p.sum(1) + t.sum(1) + 1.0)).mean()
+
+
 def opencv_targets(masks: torch.Tensor) -> torch.Tensor:
     """The same Laplacian with OpenCV, outside the RoI a constant 0."""
     kernel = np.array(LAPLACIAN, np.float32)
@@ -95,3 +102,9 @@ def test_dice_loss_values():
     assert both.item() == pytest.approx((8 / 13 + 0) / 2, abs=1e-6)
 
 
+
+
+def test_dice_loss_is_the_authors_on_random_logits():
+    g = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(6, 28, 28, generator=g) * 3, (torch.rand(6, 28, 28, generator=g) > 0.7).float()
+    assert dice_loss(logits, target).item() == pytest.approx(authors_dice(logits.sigmoid(), target).item(), rel=1e-6)

@@ -91,11 +91,17 @@ def test_boundary_head_with_mask_scoring(kind):
     assert head.mask_predictor.weight.grad is None or head.mask_predictor.weight.grad.abs().sum() == 0
 
     head.eval()
+    raw = []
+    head.mask_iou_head.register_forward_hook(lambda m, i, out: raw.append(out))
     with torch.no_grad():
         (out,) = call(2, [two_detections()])
     assert out.pred_masks.shape == (2, 1, 28, 28)
     assert torch.equal(out.scores, torch.tensor([0.9, 0.3]))
-    assert torch.allclose(out.mask_scores, torch.tensor([0.9, 0.3]) * out.pred_mask_ious)
+    # The paper's mask score, by hand from the MaskIoU head's raw (N, K) output: box score x the IoU
+    # predicted for the detected class (classes 2 and 0), clamped to [0, 1].
+    (ious,) = raw
+    expected = [0.9 * min(max(ious[0, 2].item(), 0.0), 1.0), 0.3 * min(max(ious[1, 0].item(), 0.0), 1.0)]
+    assert out.mask_scores.tolist() == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["bmask", "light"])
@@ -172,14 +178,20 @@ def test_mask_scoring_leaves_boxes_and_scores_unchanged(head):
     missing = scored.load_state_dict(plain.state_dict(), strict=False).missing_keys
     assert missing and all("mask_iou_head." in k for k in missing)  # the models differ by the MaskIoU head only
     inputs = [{k: v for k, v in image(0, seed=2).items() if k != "instances"}]
+    mask_iou_head = scored.roi_heads.mask_iou_head if head == "stock" else scored.roi_heads.mask_head.mask_iou_head
+    raw = []
+    mask_iou_head.register_forward_hook(lambda m, i, out: raw.append(out))
     with torch.no_grad():
         (a,), (b,) = plain(inputs), scored(inputs)
     a, b = a["instances"], b["instances"]
     assert len(a) > 0 and not a.has("mask_scores")
     assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor) and torch.equal(a.scores, b.scores)
     assert torch.equal(a.pred_masks, b.pred_masks)
-    assert torch.allclose(b.mask_scores, b.scores * b.pred_mask_ious)
-    assert ((b.pred_mask_ious >= 0) & (b.pred_mask_ious <= 1)).all()
+    # box score x the raw IoU of the detected class, clamped, one detection at a time (Huang 2019)
+    (ious,) = raw
+    expected = [s * min(max(ious[i, c].item(), 0.0), 1.0)
+                for i, (s, c) in enumerate(zip(b.scores.tolist(), b.pred_classes.tolist()))]
+    assert b.mask_scores.tolist() == pytest.approx(expected, rel=1e-6)
 
 
 def test_mask_scoring_roi_heads_without_scoring_is_standard_roi_heads():

@@ -75,6 +75,8 @@ IN_PROCESS = {  # config -> losses of its mask head
         LIGHT_LOSSES + ("loss_mask_iou",),
     "COCO-InstanceSegmentation/bmask_rcnn_R_50_FPN_1x.yaml": BMASK_LOSSES,
     "COCO-InstanceSegmentation/bmask_rcnn_R_50_FPN_3x.yaml": BMASK_LOSSES,
+    "COCO-InstanceSegmentation/bmask_rcnn_ms_R_50_FPN_1x.yaml": BMASK_LOSSES,
+    "COCO-InstanceSegmentation/cascade_bmask_rcnn_R_50_FPN_1x.yaml": BMASK_LOSSES + ("loss_cls_stage2",),
     "COCO-InstanceSegmentation/bmask_rcnn_mask_scoring_R_50_FPN_1x.yaml": BMASK_LOSSES + ("loss_mask_iou",),
     "COCO-InstanceSegmentation/mask_rcnn_light_boundary_R_50_FPN_1x.yaml": LIGHT_LOSSES,
     "COCO-InstanceSegmentation/mask_rcnn_light_boundary_R_50_FPN_3x.yaml": LIGHT_LOSSES,
