@@ -103,8 +103,10 @@ def train_net():
 def test_every_boundary_head_config_trains_and_evaluates(config, train_net, tmp_path):
     from detectron2.engine import default_argument_parser
 
+    # SEED 0: three steps from random weights sometimes leave no foreground score above 0 (the softmax
+    # underflows), so no detection and NaN APs; a fixed seed makes the plumbing run the same every time.
     opts = [*INSTANT, "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "2", *SMALL_R18, *ON_SHAPES,
-            "DATASETS.TEST", f"('{TINY_VAL}',)"]
+            "DATASETS.TEST", f"('{TINY_VAL}',)", "SEED", "0"]
     args = default_argument_parser().parse_args(
         ["--config-file", str(CONFIGS / config), *opts, "OUTPUT_DIR", str(tmp_path)])
     train_net.main(args)
