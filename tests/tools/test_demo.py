@@ -79,7 +79,7 @@ def test_semantic_overlays_cli(sem_run, val_images, tmp_path):
     out = tmp_path / "out"
     res = run_tool([DEMO, "--config-file", sem_run / "config.yaml", "--input", val_images[0],
                     str(in_dir / "*.png"), str(in_dir), "--output", out, "--confidence-map", "--save-masks",
-                    "--opts", "MODEL.WEIGHTS", sem_run / "model_final.pth"])
+                    "--no-text", "--opts", "MODEL.WEIGHTS", sem_run / "model_final.pth"])
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     assert "s/img" in res.stdout
     records = json.loads((out / "predictions.json").read_text())["predictions"]
@@ -93,13 +93,23 @@ def test_semantic_overlays_cli(sem_run, val_images, tmp_path):
         src, vis = _rgb(rec["input"]), _rgb(rec["output"])
         h, w = src.shape[:2]
         assert vis.shape[0] == h and vis.shape[1] > w + 40  # the legend on the right
-        # Every pixel is predicted, so every pixel is its class colour (the dataset's stuff_colors) blended
-        # at --alpha 0.5 over the image: (1 - a) * image + a * colour, computed by hand from the saved label
-        # map (but the class names and region edges drawn over it). A black class over a dark image changes
-        # little, so "most pixels changed" is no test of it.
+        # Every pixel is predicted, so each region shows its class colour (the dataset's stuff_colors)
+        # blended at --alpha 0.5 over the image: vis = (1 - a) * image + a * colour, so 2 * vis - image is
+        # the colour, computed by hand from the saved label map. Checked by the median over each class's
+        # pixels 2 px or more from a label change (a 5x5 max and min filter agree), which region edges and
+        # regions too small to draw do not move. (A black class over a dark image changes little, so "most
+        # pixels changed" is no test of it.)
         labels = cv2.imread(rec["label_map"], cv2.IMREAD_UNCHANGED)
-        expected = 0.5 * src + 0.5 * colors[labels]
-        assert (np.abs(vis[:, :w] - expected).max(axis=2) <= 3).mean() > 0.9
+        square = np.ones((5, 5), np.uint8)
+        inside = cv2.dilate(labels, square) == cv2.erode(labels, square)
+        colour_seen = 2 * vis[:, :w] - src
+        checked = 0
+        for k in np.unique(labels):
+            region = inside & (labels == k)
+            if region.sum() >= 50:
+                assert np.abs(np.median(colour_seen[region], axis=0) - colors[k]).max() <= 4, (k, colors[k])
+                checked += 1
+        assert checked >= 1
         assert sum(rec["pixels"].values()) == h * w
         with open(rec["confidence_map"], "rb") as f:
             assert f.read(8) == PNG_MAGIC
