@@ -67,6 +67,9 @@ def add_seg_d2_config(cfg):
     cfg.SEG_D2.DATASETS.COCO_VALIDATION = "strict"
     # [[name, image_dir, label_dir, classes(, ignore_label)], ...]: classes "a,b,c" or a .txt/.json file of names
     cfg.SEG_D2.DATASETS.SEM_SEG_FOLDER = []
+    # [[name, panoptic_json, image_root, panoptic_root(, sem_seg_root)], ...]: COCO panoptic (tools/make_panoptic.py's
+    # output), for PanopticFPN (evaluator "coco_panoptic_seg"); sem_seg_root: its separated semantic maps, to train
+    cfg.SEG_D2.DATASETS.COCO_PANOPTIC = []
     cfg.SEG_D2.DATASETS.MODULES = []  # Python files (or module names) whose import registers datasets
 
     # --- Semantic segmentation: U-Net / FCN heads, losses, data, inference (issue 3) ---

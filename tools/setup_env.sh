@@ -17,6 +17,7 @@ want="$(cat "$SEG_D2_ROOT"/requirements/*.txt "$SEG_D2_ROOT/setup.py" | sha256su
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing pinned requirements (requirements/test.txt)"
   "$PY" -m pip install -q -r "$SEG_D2_ROOT/requirements/test.txt"
+  "$PY" -m pip install -q --no-deps -r "$SEG_D2_ROOT/requirements/no-deps.txt"  # see the file: stale pins
   "$PY" -m pip install -q --no-deps --no-build-isolation -e "$SEG_D2_ROOT"
   echo "$want" > "$stamp"
 else

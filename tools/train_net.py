@@ -31,8 +31,8 @@ from seg_d2 import apply_cpu_fallback, get_cfg, model_zoo
 from seg_d2.compat import create_ddp_model, restart_data_loader
 from seg_d2.data import (
     add_dataset_arguments, build_test_loader, build_train_loader, check_datasets_registered, check_model_and_data,
-    check_test_datasets_not_empty, merge_dataset_arguments, register_datasets_from_config, set_num_classes_from_data,
-    warn_if_data_and_input_sizes_disagree,
+    check_test_datasets_not_empty, merge_dataset_arguments, register_datasets_from_config, restore_config_options,
+    set_num_classes_from_data, warn_if_data_and_input_sizes_disagree,
 )
 from seg_d2.engine import GuardedTrainer, ResumableDataStream, SegD2Checkpointer, get_rng_state, set_rng_state
 from seg_d2.evaluation import build_evaluator_with_visualization
@@ -152,7 +152,7 @@ def setup(args):
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    merge_dataset_arguments(cfg, args)  # --coco-dataset, --sem-seg-folder, --dataset-module -> SEG_D2.DATASETS
+    merge_dataset_arguments(cfg, args)  # --coco-dataset, --sem-seg-folder, --coco-panoptic, --dataset-module -> SEG_D2.DATASETS
     apply_cpu_fallback(cfg)
     # seg_d2's log first: what the registration and NUM_CLASSES 0 say goes to the console and OUTPUT_DIR/log.txt
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_d2")
@@ -198,7 +198,7 @@ def argument_parser():
 
 def parse_args(argv=None):
     parser = argument_parser()
-    args = parser.parse_args(argv)
+    args = restore_config_options(parser.parse_args(argv))  # the KEY VALUE options --coco-panoptic's nargs took
     flags = [o for o in args.opts if o.startswith("--")]
     if flags:  # after the first KEY VALUE pair everything is an option: a flag there would be merged as a key
         parser.error(f"{flags[0]} comes after the KEY VALUE options: put the flags (--config-file, --coco-dataset, "

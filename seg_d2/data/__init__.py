@@ -10,6 +10,6 @@ from .sem_seg_io import SemSegDataError  # noqa: F401
 from .sem_seg_mapper import SemSegDatasetMapper  # noqa: F401
 from .instance_mapper import InstanceDatasetMapper  # noqa: F401  (detectron2's DatasetMapper, seg_d2's image reader)
 from .rotated_mapper import RotatedDatasetMapper  # noqa: F401  (rotated-box datasets)
-from .user_datasets import (  # noqa: F401  (--coco-dataset, --sem-seg-folder, --dataset-module; SEG_D2.DATASETS)
-    add_dataset_arguments, merge_dataset_arguments, register_datasets_from_config,
+from .user_datasets import (  # noqa: F401  (--coco-dataset, --sem-seg-folder, --coco-panoptic, --dataset-module)
+    add_dataset_arguments, merge_dataset_arguments, register_datasets_from_config, restore_config_options,
 )

@@ -20,7 +20,7 @@ import numpy as np
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, RetinaNet, SemanticSegmentor
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, PanopticFPN, RetinaNet, SemanticSegmentor
 
 from .datasets.coco_instances import COCOFormatError, json_categories
 
@@ -34,14 +34,14 @@ _FROM_DATA = "(0: taken from the data by tools/train_net.py, or seg_d2.data.set_
 
 
 def uses_sem_seg_model(cfg) -> bool:
-    """Whether ``MODEL.META_ARCHITECTURE`` is detectron2's SemanticSegmentor or a subclass of it
-    (such as SegD2SemanticSegmentor): a per-pixel classifier with ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``
-    outputs for the ``stuff_classes`` of its datasets."""
+    """Whether ``MODEL.META_ARCHITECTURE`` is detectron2's SemanticSegmentor or PanopticFPN, or a subclass
+    (such as SegD2SemanticSegmentor): a model with a per-pixel classifier of ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``
+    outputs for the ``stuff_classes`` of its datasets (for PanopticFPN: "things" and the stuff classes)."""
     try:
         arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
     except KeyError:
         return False
-    return isinstance(arch, type) and issubclass(arch, SemanticSegmentor)
+    return isinstance(arch, type) and issubclass(arch, (SemanticSegmentor, PanopticFPN))
 
 
 def _classes(classes) -> str:
@@ -106,6 +106,13 @@ def check_sem_seg_model_and_data(cfg, dataset_names: Optional[Iterable[str]] = N
             f"{_FROM_DATA}"
         )
     train = [name for name in dataset_names if name in cfg.DATASETS.TRAIN]
+    for name in train:  # a panoptic set registered without its separated semantic maps has no semantic targets
+        meta = MetadataCatalog.get(name)
+        if meta.get("evaluator_type", None) == "coco_panoptic_seg" and not meta.get("sem_seg_root", None):
+            raise ValueError(
+                f"Dataset '{name}' is panoptic without semantic maps (metadata sem_seg_root), so it cannot train "
+                f"{cfg.MODEL.META_ARCHITECTURE}'s semantic head: register it with SEM_SEG_ROOT (--coco-panoptic NAME JSON "
+                f"IMAGE_ROOT PANOPTIC_ROOT SEM_SEG_ROOT; tools/make_panoptic.py writes them in panoptic_semseg/).")
     ignore = dataset_ignore_label(train)
     if ignore is not None and ignore != ignore_value and cfg.INPUT.DATASET_MAPPER_NAME != "sem_seg":
         # only seg_d2's mapper remaps the dataset's ignore label: otherwise the loss trains on it

@@ -10,6 +10,10 @@
   ``[name, image_dir, label_dir, classes]`` or ``[..., ignore_label]``): images and label maps paired
   by file stem (:func:`~seg_d2.data.datasets.register_sem_seg_folder`), ignore label 255 unless given;
   CLASSES is "background,road,car" or a file of names (``.txt``: one per line; ``.json``: a list);
+- ``--coco-panoptic NAME JSON IMAGE_ROOT PANOPTIC_ROOT [SEM_SEG_ROOT]`` (``SEG_D2.DATASETS.COCO_PANOPTIC``): a
+  COCO panoptic json and PNG folder (as ``tools/make_panoptic.py`` writes them), with the separated semantic
+  maps to train PanopticFPN on (:func:`~seg_d2.data.datasets.register_coco_panoptic_dataset`), registered
+  with ``evaluator_type`` "coco_panoptic_seg" (PQ, AP, mIoU);
 - ``--dataset-module FILE.py`` (``SEG_D2.DATASETS.MODULES``): your own registration code, imported
   (a file, or a module name importable from the current folder).
 
@@ -22,16 +26,18 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 from typing import Dict, List, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .datasets.coco_instances import VALIDATION_MODES, register_coco_dataset, validate_coco_json
+from .datasets.coco_panoptic import PanopticDataError, register_coco_panoptic_dataset
 from .datasets.sem_seg_folder import register_sem_seg_folder
 from .sem_seg_io import SemSegDataError
 
-__all__ = ["add_dataset_arguments", "merge_dataset_arguments", "parse_classes", "load_dataset_module",
+__all__ = ["add_dataset_arguments", "merge_dataset_arguments", "restore_config_options", "parse_classes", "load_dataset_module",
            "register_datasets_from_config"]
 
 logger = logging.getLogger(__name__)
@@ -40,7 +46,7 @@ _LOADED_MODULES: Dict[str, object] = {}
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add --coco-dataset, --sem-seg-folder and --dataset-module to a (detectron2) argument parser."""
+    """Add --coco-dataset, --sem-seg-folder, --coco-panoptic and --dataset-module to a (detectron2) argument parser."""
     group = parser.add_argument_group(
         "your own datasets", "registered before training (repeatable); use their names in DATASETS.TRAIN / "
         "DATASETS.TEST. These flags go before the KEY VALUE options.")
@@ -50,9 +56,38 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                        metavar=("NAME", "IMAGE_DIR", "LABEL_DIR", "CLASSES"),
                        help="images and label maps paired by file stem; CLASSES: 'a,b,c' or a .txt/.json file of "
                             "names; ignore label 255 (SEG_D2.DATASETS.SEM_SEG_FOLDER)")
+    group.add_argument("--coco-panoptic", nargs="+", action=_CocoPanopticAction, default=[],
+                       metavar="NAME JSON IMAGE_ROOT PANOPTIC_ROOT [SEM_SEG_ROOT]",
+                       help="a COCO panoptic json, its images and PNGs, and (to train PanopticFPN) its separated "
+                            "semantic maps, as tools/make_panoptic.py writes them (SEG_D2.DATASETS.COCO_PANOPTIC)")
     group.add_argument("--dataset-module", action="append", default=[], metavar="FILE.py",
                        help="Python file (or module) registering datasets, imported first (SEG_D2.DATASETS.MODULES)")
     return parser
+
+
+_CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")  # MODEL.WEIGHTS, not a path
+
+
+class _CocoPanopticAction(argparse.Action):
+    """Appends NAME JSON IMAGE_ROOT PANOPTIC_ROOT [SEM_SEG_ROOT]. With nargs "+" (4 or 5 values) argparse also
+    hands it the KEY VALUE options that follow; they are set aside in ``dataset_flag_overflow`` and put back
+    before the options by :func:`restore_config_options`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) < 4:
+            parser.error(f"{option_string} takes NAME JSON IMAGE_ROOT PANOPTIC_ROOT [SEM_SEG_ROOT], got {values}")
+        n = 5 if len(values) >= 5 and not _CONFIG_KEY.match(values[4]) else 4
+        setattr(namespace, self.dest, list(getattr(namespace, self.dest, None) or []) + [values[:n]])
+        setattr(namespace, "dataset_flag_overflow", list(getattr(namespace, "dataset_flag_overflow", [])) + values[n:])
+
+
+def restore_config_options(args):
+    """Put the KEY VALUE options that --coco-panoptic took back at the front of ``args.opts``."""
+    overflow = getattr(args, "dataset_flag_overflow", [])
+    if overflow:
+        args.opts = overflow + list(args.opts)
+        args.dataset_flag_overflow = []
+    return args
 
 
 def merge_dataset_arguments(cfg, args) -> None:
@@ -66,6 +101,11 @@ def merge_dataset_arguments(cfg, args) -> None:
             classes = os.path.abspath(classes)
         datasets.SEM_SEG_FOLDER = list(datasets.SEM_SEG_FOLDER) + [
             [name, os.path.abspath(image_dir), os.path.abspath(label_dir), classes]]
+    for entry in getattr(args, "coco_panoptic", None) or []:
+        if len(entry) not in (4, 5):
+            raise ValueError(f"--coco-panoptic takes NAME JSON IMAGE_ROOT PANOPTIC_ROOT [SEM_SEG_ROOT], got {len(entry)} "
+                             f"values: {entry}")
+        datasets.COCO_PANOPTIC = list(datasets.COCO_PANOPTIC) + [[entry[0]] + [os.path.abspath(p) for p in entry[1:]]]
     for module in getattr(args, "dataset_module", None) or []:
         if module.endswith(".py") or os.path.exists(module):
             module = os.path.abspath(module)
@@ -169,16 +209,17 @@ def _register_coco(name: str, json_file: str, image_root: str, validation: str) 
 
 
 def register_datasets_from_config(cfg) -> List[str]:
-    """Register the datasets of ``cfg.SEG_D2.DATASETS`` (COCO, SEM_SEG_FOLDER, then MODULES imported).
+    """Register the datasets of ``cfg.SEG_D2.DATASETS`` (COCO, SEM_SEG_FOLDER, COCO_PANOPTIC, then MODULES imported).
 
     Calling it again with the same entries does nothing; a name already registered otherwise is an error.
 
     Returns:
-        The names registered from COCO and SEM_SEG_FOLDER entries.
+        The names registered from COCO, SEM_SEG_FOLDER and COCO_PANOPTIC entries.
 
     Raises:
         ValueError: a malformed entry, a name already taken, bad classes.
         COCOFormatError: an invalid COCO json or image files (the file named).
+        PanopticDataError: a missing or unreadable panoptic json or folder (the file named).
     """
     datasets = cfg.SEG_D2.DATASETS
     names = []
@@ -203,6 +244,24 @@ def register_datasets_from_config(cfg) -> List[str]:
             register_sem_seg_folder(name, image_dir, label_dir, classes, ignore_label)
             logger.info(f"Registered semantic dataset '{name}': images {image_dir}, label maps {label_dir}, "
                         f"{len(classes)} classes {classes}, ignore label {ignore_label}")
+
+        _register_once(name, source, register)
+        names.append(name)
+    for entry in _entries(datasets.get("COCO_PANOPTIC", []), "SEG_D2.DATASETS.COCO_PANOPTIC", (4, 5)):
+        name, panoptic_json, image_root, panoptic_root = entry[:4]
+        sem_seg_root = entry[4] if len(entry) == 5 else None
+        for what, folder in (("image", image_root), ("panoptic PNG", panoptic_root), ("semantic map", sem_seg_root)):
+            if folder is not None and not os.path.isdir(folder):
+                raise PanopticDataError(f"Dataset '{name}': the {what} folder {folder} does not exist (--coco-panoptic / "
+                                        f"SEG_D2.DATASETS.COCO_PANOPTIC; relative to {os.getcwd()})")
+        source = ("--coco-panoptic / SEG_D2.DATASETS.COCO_PANOPTIC", *entry)
+
+        def register(name=name, entry=entry, sem_seg_root=sem_seg_root):
+            register_coco_panoptic_dataset(name, entry[1], entry[2], entry[3], sem_seg_root)
+            meta = MetadataCatalog.get(name)
+            logger.info(f"Registered COCO panoptic dataset '{name}': {entry[1]}, {len(meta.thing_classes)} thing classes "
+                        f"{meta.thing_classes}, stuff {meta.stuff_classes[1:]}, PNGs {entry[3]}"
+                        + (f", semantic maps {sem_seg_root}" if sem_seg_root else " (no semantic maps: evaluation only)"))
 
         _register_once(name, source, register)
         names.append(name)

@@ -6,6 +6,7 @@ from detectron2.evaluation import DatasetEvaluators, RotatedCOCOEvaluator
 
 from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 from .coco_evaluation import COCOBoundaryEvaluator
+from .panoptic_evaluation import PanopticEvaluator
 from .sem_seg_evaluation import SemSegBoundaryEvaluator
 
 
@@ -39,6 +40,21 @@ def _rotated_coco(cfg, name, output_folder):
     return RotatedCOCOEvaluator(name, tasks=("bbox",), output_dir=output_folder)
 
 
+def _coco_panoptic(cfg, name, output_folder):
+    try:
+        import panopticapi.evaluation  # noqa: F401
+    except ImportError:
+        raise ImportError(f"Evaluating the panoptic dataset '{name}' (PQ) needs COCO's panopticapi: pip install --no-deps "
+                          "panopticapi-lite==0.2.0 (--no-deps: its numpy<2 pin is stale; see requirements/no-deps.txt)"
+                          ) from None
+    # as detectron2's tools/train_net.py evaluates PanopticFPN: PQ (with per-class figures), the thing head's AP
+    # and the stuff head's mIoU (where the dataset has separated semantic maps)
+    evaluators = [PanopticEvaluator(name, output_dir=output_folder), _coco(cfg, name, output_folder)]
+    if MetadataCatalog.get(name).get("sem_seg_root", None):
+        evaluators.append(_sem_seg(cfg, name, output_folder))
+    return DatasetEvaluators(evaluators)
+
+
 # evaluator_type -> factory(cfg, dataset_name, output_folder)
 EVALUATOR_TYPES = {
     "coco": _coco,
@@ -46,6 +62,7 @@ EVALUATOR_TYPES = {
     "cityscapes_instance": _cityscapes_instance,
     "cityscapes_sem_seg": _cityscapes_sem_seg,
     "rotated_coco": _rotated_coco,
+    "coco_panoptic_seg": _coco_panoptic,
 }
 
 

@@ -4,11 +4,12 @@ from torch.nn import functional as F
 
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
+from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import BasicStem, ResNet, build_resnet_backbone
 
 from .norm import conv_norm_act, resolve_norm
 
-__all__ = ["ResNetUNetEncoder", "build_resnet_unet_backbone"]
+__all__ = ["ResNetUNetEncoder", "ResNetUNetFPN", "build_resnet_unet_backbone", "build_resnet_unet_fpn_backbone"]
 
 
 class ResNetUNetEncoder(Backbone):
@@ -71,3 +72,61 @@ def build_resnet_unet_backbone(cfg, input_shape: ShapeSpec) -> ResNetUNetEncoder
         in_channels=input_shape.channels,
         norm=resolve_norm(cfg.MODEL.RESNETS.NORM if cfg.MODEL.RESNETS.NORM != "FrozenBN" else "BN", cfg.MODEL.DEVICE),
     )
+
+
+class _GivenFeatures(Backbone):
+    """The bottom-up of an FPN whose input is the bottom-up features already computed."""
+
+    def __init__(self, shapes):
+        super().__init__()
+        self._shapes = dict(shapes)
+        self._out_features = list(shapes)
+
+    def forward(self, features):
+        return features
+
+    def output_shape(self):
+        return dict(self._shapes)
+
+
+class ResNetUNetFPN(Backbone):
+    """detectron2's FPN (p2..p6) on a :class:`ResNetUNetEncoder`, which also passes the encoder's fine
+    features (``s2``, ``s1``) through: one backbone for PanopticFPN's detector (the p-levels) and a U-Net
+    semantic head that keeps a full-resolution path (its skips ``s1``, ``s2``, then p2..p5)."""
+
+    def __init__(self, encoder: ResNetUNetEncoder, fpn: FPN):
+        super().__init__()
+        self.encoder = encoder
+        self.fpn = fpn
+        self._fine = [k for k in ("s1", "s2") if k in encoder.output_shape()]
+        self._shapes = {**fpn.output_shape(), **{k: encoder.output_shape()[k] for k in self._fine}}
+        self._out_features = list(self._shapes)
+
+    @property
+    def size_divisibility(self) -> int:
+        return self.fpn.size_divisibility
+
+    def forward(self, x):
+        features = self.encoder(x)
+        out = self.fpn(features)
+        out.update({k: features[k] for k in self._fine})
+        return out
+
+    def output_shape(self):
+        return dict(self._shapes)
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_unet_fpn_backbone(cfg, input_shape: ShapeSpec) -> ResNetUNetFPN:
+    """``MODEL.RESNETS`` + ``MODEL.RESNET_UNET`` (:func:`build_resnet_unet_backbone`) + ``MODEL.FPN``
+    (detectron2's FPN with its LastLevelMaxPool p6, as ``build_resnet_fpn_backbone``) -> :class:`ResNetUNetFPN`."""
+    encoder = build_resnet_unet_backbone(cfg, input_shape)
+    fpn = FPN(
+        bottom_up=_GivenFeatures(encoder.output_shape()),
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelMaxPool(),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
+    return ResNetUNetFPN(encoder, fpn)

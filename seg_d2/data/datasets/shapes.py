@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 SHAPE_CLASSES = ["circle", "square", "triangle", "star"]
 SHAPE_COLORS = [(220, 60, 60), (60, 180, 75), (0, 130, 200), (245, 180, 50)]  # RGB, for drawing
 SEM_SEG_CLASSES = ["background"] + SHAPE_CLASSES
+PANOPTIC_STUFF = ["sky", "ground"]
+PANOPTIC_CLASSES = PANOPTIC_STUFF + SHAPE_CLASSES  # the label values of the panoptic scenes' full label maps
 SPLITS = {"train": (0, 200), "val": (1, 40)}  # split -> (seed, number of images)
 # seg_d2_shapes{,_sem_seg,_rotated}_val_mini: the first VAL_MINI val scenes, for runs that check plumbing, not
 # accuracy (as detectron2's coco_2017_val_100).
@@ -74,8 +76,13 @@ def _mask_to_polygons(mask: np.ndarray):
     return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
 
 
-def render_scene(seed: int):
-    """Render one scene. Returns (RGB image, semantic label map, list of visible instances)."""
+def render_scene(seed: int, stuff: bool = False):
+    """Render one scene. Returns (RGB image, semantic label map, list of visible instances).
+
+    With ``stuff``, the background is two textured regions, "sky" above a wavy horizon and "ground"
+    (browner) below, labelled 0 and 1, and the shape labels start at 2 (``PANOPTIC_CLASSES``).
+    The objects and the image outside the ground are those of the plain scene of the same seed.
+    """
     rng = np.random.default_rng(seed)
     h, w = IMAGE_SIZES[rng.integers(len(IMAGE_SIZES))]
     img = _background(rng, h, w)
@@ -92,8 +99,19 @@ def render_scene(seed: int):
         shade = np.clip(color + rng.normal(0, 8, size=(h, w, 3)), 0, 255).astype(np.uint8)
         img[mask > 0] = shade[mask > 0]
         objects.append((cls_id, mask))
+    stuff_label = np.zeros((h, w), np.uint8)
+    if stuff:  # drawn after the objects, so that the rest of the scene is the plain one's
+        ground = (0.5 * _background(rng, h, w) + np.array([60, 45, 30])).astype(np.uint8)
+        xx = np.arange(w)
+        horizon = h * rng.uniform(0.35, 0.65) + rng.uniform(4, h / 8) * np.sin(xx * 2 * np.pi / rng.uniform(
+            w / 2, 2 * w) + rng.uniform(0, 2 * np.pi))
+        below = np.arange(h)[:, None] >= horizon[None, :]
+        under_objects = np.any([m > 0 for _, m in objects], axis=0)
+        img[below & ~under_objects] = ground[below & ~under_objects]
+        stuff_label = below.astype(np.uint8)
+    first_thing = 2 if stuff else 1
 
-    sem = np.zeros((h, w), np.uint8)
+    sem = stuff_label.copy()
     instances = []
     covered = np.zeros((h, w), bool)
     for cls_id, mask in reversed(objects):  # later objects are on top
@@ -102,26 +120,28 @@ def render_scene(seed: int):
         covered |= full
         if visible.sum() < MIN_VISIBLE_AREA:
             continue
-        sem[visible] = cls_id + 1
+        sem[visible] = cls_id + first_thing
         instances.append({"category": cls_id, "mask": visible, "occluded": bool((full & ~visible).any())})
     return img, sem, instances[::-1]
 
 
-def _write_split(root: str, split: str) -> None:
+def _write_split(root: str, split: str, stuff: bool = False) -> None:
     seed0, n = SPLITS[split]
     categories = [{"id": i + 1, "name": c, "supercategory": "shape"} for i, c in enumerate(SHAPE_CLASSES)]
+    if stuff:  # the panoptic set: its categories keep the shapes' colours
+        categories = [{**c, "color": list(color)} for c, color in zip(categories, SHAPE_COLORS)]
     images, annotations = [], []
     os.makedirs(os.path.join(root, "images", split))
     os.makedirs(os.path.join(root, "sem_seg", split))
     for idx in range(n):
-        img, sem, instances = render_scene(seed0 * 100003 + idx)
+        img, sem, instances = render_scene(seed0 * 100003 + idx, stuff)
         fname = f"{idx:05d}.png"
         cv2.imwrite(os.path.join(root, "images", split, fname), img[:, :, ::-1])
         cv2.imwrite(os.path.join(root, "sem_seg", split, fname), sem)
         images.append({"id": idx + 1, "file_name": fname, "height": img.shape[0], "width": img.shape[1]})
         for inst in instances:
             rle = mask_util.encode(np.asfortranarray(inst["mask"].astype(np.uint8)))
-            if inst["occluded"]:
+            if inst["occluded"] or stuff:  # panoptic: exact visible masks (rasterised polygons would overlap)
                 segm = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
             else:
                 segm = _mask_to_polygons(inst["mask"])
@@ -150,6 +170,49 @@ def generate_shapes_dataset(root: str) -> bool:
         return False
     logger.info(f"Generated the shapes quick-start dataset in {root}")
     return True
+
+
+def generate_shapes_panoptic_dataset(root: str) -> bool:
+    """The panoptic quick-start set under ``root``, unless there: the scenes with sky and ground
+    (``render_scene(..., stuff=True)``) as COCO instances and full label maps, converted by
+    :func:`make_coco_panoptic` to ``panoptic_{split}/`` (json, PNGs, separated semantic maps).
+    Returns True if it wrote."""
+    from .coco_panoptic import make_coco_panoptic
+
+    def write(tmp):
+        for split in SPLITS:
+            _write_split(tmp, split, stuff=True)
+            out = os.path.join(tmp, f"panoptic_{split}")
+            panoptic = make_coco_panoptic(os.path.join(tmp, "annotations", f"instances_{split}.json"),
+                                          os.path.join(tmp, "sem_seg", split), PANOPTIC_CLASSES, out)
+            # the ground truth of the _mini set: COCOPanopticEvaluator wants a prediction for every image of its json
+            mini_ids = {img["id"] for img in sorted(panoptic["images"], key=lambda x: x["id"])[:VAL_MINI]}
+            with open(os.path.join(out, "panoptic_mini.json"), "w") as f:
+                json.dump({"images": [i for i in panoptic["images"] if i["id"] in mini_ids],
+                           "annotations": [a for a in panoptic["annotations"] if a["image_id"] in mini_ids],
+                           "categories": panoptic["categories"]}, f)
+
+    if not write_dataset_once(root, write):
+        return False
+    logger.info(f"Generated the panoptic shapes quick-start dataset in {root}")
+    return True
+
+
+def register_shapes_panoptic(datasets_root: str) -> None:
+    """Register ``seg_d2_shapes_panoptic_{train,val,val_mini}`` for PanopticFPN: things = the shapes, stuff =
+    sky and ground (see :mod:`.coco_panoptic`); generated on first use."""
+    from .coco_panoptic import PANOPTIC_LAYOUT, panoptic_categories, register_coco_panoptic_dataset
+
+    root = os.path.join(datasets_root, "seg_d2_shapes_panoptic")
+    things = [{"id": i + 1, "name": c, "color": list(SHAPE_COLORS[i])} for i, c in enumerate(SHAPE_CLASSES)]
+    categories = panoptic_categories(things, PANOPTIC_STUFF)
+    for name, split, json_name in (("train", "train", PANOPTIC_LAYOUT["json"]), ("val", "val", PANOPTIC_LAYOUT["json"]),
+                                   ("val_mini", "val", "panoptic_mini.json")):
+        out = os.path.join(root, f"panoptic_{split}")
+        register_coco_panoptic_dataset(
+            f"seg_d2_shapes_panoptic_{name}", os.path.join(out, json_name), os.path.join(root, "images", split),
+            os.path.join(out, PANOPTIC_LAYOUT["panoptic_root"]), os.path.join(out, PANOPTIC_LAYOUT["sem_seg_root"]),
+            categories=categories, prepare=lambda: generate_shapes_panoptic_dataset(root))
 
 
 def _shapes_root(datasets_root: str) -> str:

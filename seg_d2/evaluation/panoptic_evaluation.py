@@ -1,0 +1,55 @@
+"""Panoptic quality (Kirillov et al. 2019) of PanopticFPN outputs: detectron2's COCOPanopticEvaluator, which
+runs COCO's own ``panopticapi.evaluation.pq_compute``, plus the per-class figures that pq_compute returns
+and detectron2 leaves out."""
+import logging
+from unittest import mock
+
+from detectron2.evaluation import COCOPanopticEvaluator
+
+__all__ = ["PanopticEvaluator"]
+
+logger = logging.getLogger(__name__)
+
+
+class PanopticEvaluator(COCOPanopticEvaluator):
+    """``COCOPanopticEvaluator``: PQ, SQ and RQ over all, thing and stuff classes (x100), and per class
+    (``PQ-<name>``, ``SQ-<name>``, ``RQ-<name>``; classes absent from both ground truth and predictions are
+    left out, as pq_compute leaves them out of the means).
+
+    The rules are COCO's: a predicted and a ground-truth segment of one class match when their IoU is above
+    0.5; void pixels (id 0) and crowd regions do not count against predictions; TP, FP, FN and the IoU sum
+    accumulate per class over the whole dataset before PQ = sum IoU / (TP + FP/2 + FN/2).
+    """
+
+    def evaluate(self):
+        import panopticapi.evaluation as pq_module
+
+        stats = []
+        original = pq_module.pq_compute_multi_core
+
+        def pq_compute_multi_core(*args, **kwargs):
+            stats.append(original(*args, **kwargs))
+            return stats[-1]
+
+        # COCOPanopticEvaluator calls panopticapi's pq_compute, which sums the per-class counts in
+        # pq_compute_multi_core: keep those, for panopticapi's own per-class averages
+        with mock.patch.object(pq_module, "pq_compute_multi_core", pq_compute_multi_core):
+            results = super().evaluate()
+        if not results or not stats:  # not the main process
+            return results
+        categories = {c["id"]: {**c, "isthing": 0} for c in _categories(self._metadata)}
+        _, per_class = stats[-1].pq_average(categories, isthing=None)
+        for cat_id, r in per_class.items():
+            counts = stats[-1].pq_per_cat[cat_id]
+            if counts.tp + counts.fp + counts.fn == 0:
+                continue
+            for key in ("pq", "sq", "rq"):
+                results["panoptic_seg"][f"{key.upper()}-{categories[cat_id]['name']}"] = 100 * r[key]
+        return results
+
+
+def _categories(metadata):
+    """The panoptic json's categories (id, name), from the metadata's class lists and id maps."""
+    out = [{"id": i, "name": metadata.thing_classes[k]} for i, k in metadata.thing_dataset_id_to_contiguous_id.items()]
+    out += [{"id": i, "name": metadata.stuff_classes[k]} for i, k in metadata.stuff_dataset_id_to_contiguous_id.items()]
+    return out

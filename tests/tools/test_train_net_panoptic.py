@@ -1,0 +1,71 @@
+"""Instant train_net runs of every panoptic config (PanopticFPN with detectron2's, seg_d2's U-Net and FCN stuff
+heads, Mask R-CNN or BMask R-CNN things) on the panoptic shapes set: trained, then evaluated by PQ (panopticapi),
+AP and mIoU; and the --coco-panoptic flag on a set made by tools/make_panoptic.py."""
+import importlib.util
+import json
+import math
+
+import pytest
+
+from tests.conftest import REPO, run_tool
+from tests.tools.test_train_net_instance import INSTANT, SMALL_R18, read_metrics
+
+TRAIN_NET = REPO / "tools" / "train_net.py"
+CONFIGS = REPO / "configs"
+ON_PANOPTIC_SHAPES = ["MODEL.ROI_HEADS.NUM_CLASSES", "4", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "3",
+                      "INPUT.MASK_FORMAT", "bitmask", "DATASETS.TRAIN", "('seg_d2_shapes_panoptic_train',)",
+                      "DATASETS.TEST", "('seg_d2_shapes_panoptic_val_mini',)",
+                      "MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT", "64", "SEED", "0"]
+BMASK_LOSSES = ("loss_mask", "loss_boundary", "loss_boundary_dice")
+PANOPTIC = {  # config -> (losses expected besides the semantic head's, extra options)
+    "Shapes-PanopticSegmentation/panoptic_fpn_R_18_FPN_scratch_bs4_600it.yaml": (("loss_mask",), []),
+    "Shapes-PanopticSegmentation/panoptic_unet_R_18_FPN_scratch_bs4_600it.yaml": (("loss_mask",), []),
+    "Shapes-PanopticSegmentation/panoptic_fcn8s_R_18_FPN_scratch_bs4_600it.yaml": (("loss_mask",), []),
+    "Shapes-PanopticSegmentation/panoptic_unet_bmask_rcnn_R_18_FPN_scratch_bs4_600it.yaml": (BMASK_LOSSES, []),
+    # the COCO recipes, made small (their GN needs channels in multiples of 32)
+    **{f"COCO-PanopticSegmentation/{name}.yaml": (losses, ["MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[64, 32, 32, 32, 32]",
+                                                           "MODEL.RESNET_UNET.FULL_RES_CHANNELS", "8"])
+       for name, losses in (("panoptic_unet_R_50_FPN_1x", ("loss_mask",)), ("panoptic_unet_R_50_FPN_3x", ("loss_mask",)),
+                            ("panoptic_unet_bmask_rcnn_R_50_FPN_1x", BMASK_LOSSES))},
+}
+PANOPTIC_METRICS = [f"panoptic_seg/{k}{s}" for k in ("PQ", "SQ", "RQ") for s in ("", "_th", "_st")]
+
+
+@pytest.fixture(scope="module")
+def train_net():
+    spec = importlib.util.spec_from_file_location("seg_d2_train_net_panoptic", TRAIN_NET)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_panoptic_metrics(final):
+    for key in PANOPTIC_METRICS:
+        assert 0 <= final[key] <= 100, key
+    assert math.isfinite(final["sem_seg/mIoU"])
+    assert "bbox/AP" in final and "segm/AP" in final
+
+
+@pytest.mark.parametrize("config", sorted(PANOPTIC))
+def test_every_panoptic_config_trains_and_evaluates(config, train_net, tmp_path):
+    from detectron2.engine import default_argument_parser
+
+    losses, extra = PANOPTIC[config]
+    opts = [*INSTANT, "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "2", *SMALL_R18, *ON_PANOPTIC_SHAPES, *extra]
+    args = default_argument_parser().parse_args(["--config-file", str(CONFIGS / config), *opts, "OUTPUT_DIR", str(tmp_path)])
+    train_net.main(args)
+    final = read_metrics(tmp_path, ("loss_sem_seg",) + losses)
+    _check_panoptic_metrics(final)
+    assert (tmp_path / "model_final.pth").is_file()
+
+
+def test_panoptic_quick_start_command(tmp_path):
+    """The README's panoptic command, as a subprocess, made instant: PQ per class reaches the CSV."""
+    res = run_tool([TRAIN_NET, "--config-file", "configs/Shapes-PanopticSegmentation/panoptic_unet_R_18_FPN_scratch_bs4_600it.yaml",
+                    *INSTANT, "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "('seg_d2_shapes_panoptic_val_mini',)",
+                    "OUTPUT_DIR", tmp_path])
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    final = json.loads((tmp_path / "metrics.json").read_text().splitlines()[-1])
+    _check_panoptic_metrics(final)
+    csv = (tmp_path / "inference" / "seg_d2_shapes_panoptic_val_mini" / "per_class_metrics.csv").read_text()
+    assert "panoptic_seg PQ" in csv.splitlines()[0]
