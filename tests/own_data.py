@@ -29,10 +29,16 @@ def _scene(rng):
     return img, objects
 
 
+PANOPTIC_CLASSES = ["wall", "floor", "disc", "box"]  # root/labels: the label maps' classes, in label order
+
+
 def make_coco(root, n_train=4, n_val=2, seed=0, rle=True):
-    """``root/images/*.png``, ``root/train.json``, ``root/val.json``; masks as RLE (``rle``) or polygons."""
+    """``root/images/*.png``, ``root/train.json``, ``root/val.json``; masks as RLE (``rle``) or polygons;
+    ``root/labels/*.png``: label maps of ``PANOPTIC_CLASSES`` (wall above the middle row, floor below, the
+    objects by class), for tools/make_panoptic.py."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    os.makedirs(os.path.join(root, "labels"), exist_ok=True)
     ann_id = 1
     for split, n in (("train", n_train), ("val", n_val)):
         images, annotations = [], []
@@ -40,6 +46,11 @@ def make_coco(root, n_train=4, n_val=2, seed=0, rle=True):
             img, objects = _scene(rng)
             file_name = f"{split}_{i:03d}.png"
             cv2.imwrite(os.path.join(root, "images", file_name), img)
+            label = np.zeros((H, W), np.uint8)
+            label[H // 2:] = PANOPTIC_CLASSES.index("floor")
+            for cat, mask in objects:  # the later object on top, as drawn
+                label[mask > 0] = PANOPTIC_CLASSES.index({3: "disc", 7: "box"}[cat])
+            cv2.imwrite(os.path.join(root, "labels", file_name), label)
             image_id = len(images) + 1
             images.append({"id": image_id, "file_name": file_name, "height": H, "width": W})
             for cat, mask in objects:

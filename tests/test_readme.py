@@ -100,6 +100,7 @@ def test_use_your_own_data_commands_run_as_written(user_folder):
     text = section("Use your own data")
     script = "\n".join(code_blocks(text, "bash"))
     for what in ("--coco-dataset", "--sem-seg-folder", "make_cityscapes_fixture.py", "configs/OwnData-InstanceSegmentation/",
+                 "tools/make_panoptic.py", "--coco-panoptic",
                  "configs/OwnData-SemanticSegmentation/unet_classic_gray"):
         assert what in script, f"the section's commands lack {what}"
     res = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=user_folder, env=_environment(),
@@ -117,6 +118,10 @@ def test_use_your_own_data_commands_run_as_written(user_folder):
     scans = final_metrics(user_folder / "output" / "my_scans")
     for key in ("sem_seg/mIoU", "sem_seg/mDice", "sem_seg/IoU-lesion"):
         assert key in scans and math.isfinite(scans[key]), key
+    panoptic = final_metrics(user_folder / "output" / "my_panoptic")
+    for key in ("panoptic_seg/PQ", "panoptic_seg/PQ_st", "panoptic_seg/PQ_th", "segm/AP", "sem_seg/mIoU"):
+        assert key in panoptic and math.isfinite(panoptic[key]), key
+    assert "MODEL.SEM_SEG_HEAD.NUM_CLASSES 0 -> 3" in log  # "things", wall, floor
     cityscapes = final_metrics(user_folder / "output" / "my_cityscapes")
     assert math.isfinite(cityscapes["sem_seg/IoU"])
     assert "MODEL.ROI_HEADS.NUM_CLASSES 0 -> 2" in log and "MODEL.SEM_SEG_HEAD.NUM_CLASSES 0 -> 2" in log

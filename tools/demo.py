@@ -39,11 +39,12 @@ from detectron2.config import CfgNode
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
-from detectron2.utils.visualizer import ColorMode, Visualizer
+from detectron2.utils.visualizer import ColorMode
 
 from seg_d2.utils.predictor import SegPredictor, SetupError, load_config
 from seg_d2.utils.visualizer import (
-    class_names, draw_confidence, draw_instances, draw_sem_seg, sem_seg_probabilities, unique_name, write_image,
+    class_names, draw_confidence, draw_instances, draw_panoptic, draw_sem_seg, sem_seg_probabilities, unique_name,
+    write_image,
 )
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -134,8 +135,11 @@ class Renderer:
         a = self.args
         if "panoptic_seg" in outputs:
             seg, info = outputs["panoptic_seg"]
-            vis = Visualizer(image_rgb, self.metadata, scale=a.scale).draw_panoptic_seg(seg.to("cpu"), info)
-            return vis.get_image(), None, {"segments": len(info)}
+            things = class_names(self.metadata, len(self.metadata.get("thing_classes", None) or []), "thing_classes")
+            stuff = class_names(self.metadata, len(self.metadata.get("stuff_classes", None) or []))
+            summary = {"segments": [{"class": (things if s["isthing"] else stuff)[s["category_id"]],
+                                     "thing": bool(s["isthing"]), "pixels": int((seg == s["id"]).sum())} for s in info]}
+            return draw_panoptic(image_rgb, seg.to("cpu"), info, self.metadata, scale=a.scale), None, summary
         if "instances" in outputs:
             raw = outputs["instances"].to("cpu")
             inst = self.instances(outputs)
@@ -169,13 +173,13 @@ class Renderer:
     def render_frame(self, frame_rgb, outputs):
         """A video frame: instances with VideoVisualizer (colours kept across frames), semantic
         overlays with a legend of all classes (so that every frame has the same size)."""
-        if "sem_seg" in outputs:
-            return self.render(frame_rgb, outputs, legend="all" if self.args.legend != "none" else "none")[0]
         if self.video is None:
             self.video = VideoVisualizer(self.metadata, ColorMode.IMAGE)
-        if "panoptic_seg" in outputs:
+        if "panoptic_seg" in outputs:  # before "sem_seg": a panoptic model outputs both
             seg, info = outputs["panoptic_seg"]
             return self.video.draw_panoptic_seg_predictions(frame_rgb, seg.to("cpu"), info).get_image()
+        if "sem_seg" in outputs:
+            return self.render(frame_rgb, outputs, legend="all" if self.args.legend != "none" else "none")[0]
         if "instances" in outputs:
             return self.video.draw_instance_predictions(frame_rgb, self.instances(outputs)).get_image()
         raise SetupError(f"The model's outputs have nothing to draw: {sorted(outputs)}")

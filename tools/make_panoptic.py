@@ -6,7 +6,7 @@ Each pixel becomes the instance that covers it; else the stuff class of its labe
 categories of the json); else void: a thing-class label with no instance, or the ignore label. Writes, under
 OUT: panoptic.json and panoptic/*.png (COCO panoptic format, for PQ) and panoptic_semseg/*.png (the
 "separated" semantic maps that PanopticFPN's semantic head trains on: 0 = things, 1.. = stuff, 255 = void).
-Overlapping instances, a label that is no class, an instance over ignored pixels, a missing or mis-sized
+Overlapping instances (unless --overlaps says which is on top), a label that is no class, an instance over ignored pixels, a missing or mis-sized
 label map: an error naming the file, and nothing written.
 
 Example:
@@ -19,7 +19,7 @@ Example:
 import argparse
 import sys
 
-from seg_d2.data.datasets.coco_panoptic import make_coco_panoptic
+from seg_d2.data.datasets.coco_panoptic import OVERLAPS, make_coco_panoptic
 from seg_d2.data.image_io import DataFileError
 from seg_d2.data.user_datasets import parse_classes
 
@@ -32,11 +32,15 @@ def main(argv=None):
                         help="the label maps' classes, in label order: 'a,b,c' or a .txt/.json file of names")
     parser.add_argument("--output", required=True, help="output folder (must not exist, unless --overwrite)")
     parser.add_argument("--ignore-label", type=int, default=255, help="label of unlabelled pixels (void)")
+    parser.add_argument("--overlaps", choices=OVERLAPS, default="error",
+                        help="instances that overlap: an error (default), or which one keeps the shared pixels: the "
+                             "later annotation (the json's drawing order) or the smaller one")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     args = parser.parse_args(argv)
     try:
         panoptic = make_coco_panoptic(args.instances, args.semantic, parse_classes(args.classes), args.output,
-                                      ignore_label=args.ignore_label, overwrite=args.overwrite)
+                                      ignore_label=args.ignore_label, overlaps=args.overlaps,
+                                      overwrite=args.overwrite)
     except (DataFileError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -34,7 +34,9 @@ from detectron2.structures import BoxMode
 from detectron2.utils.logger import setup_logger
 
 from seg_d2.utils.predictor import SetupError, config_datasets, image_to_rgb, load_config, read_image
-from seg_d2.utils.visualizer import class_names, draw_instance_annotations, draw_sem_seg, unique_name, write_image
+from seg_d2.utils.visualizer import (
+    class_names, draw_instance_annotations, draw_panoptic, draw_sem_seg, unique_name, write_image,
+)
 
 
 def get_parser():
@@ -95,6 +97,12 @@ def draw_dict(dic, metadata, ignore_label, stats, scale):
     from seg_d2.data.sem_seg_io import read_label_map
 
     image = image_to_rgb(read_image(dic["file_name"], "RGB"), "RGB")
+    if "pan_seg_file_name" in dic:  # panoptic: every segment, things and stuff
+        from seg_d2.data.datasets.coco_panoptic import read_panoptic_ids
+
+        info = dic["segments_info"]
+        stats.add("instances", *_label_stats([s["category_id"] for s in info if s["isthing"]]))
+        return draw_panoptic(image, read_panoptic_ids(dic["pan_seg_file_name"]), info, metadata, scale=scale)
     if dic.get("annotations"):
         annos = dic["annotations"]
         classes = [a["category_id"] for a in annos]

@@ -1,6 +1,7 @@
 """Panoptic quality (Kirillov et al. 2019) of PanopticFPN outputs: detectron2's COCOPanopticEvaluator, which
 runs COCO's own ``panopticapi.evaluation.pq_compute``, plus the per-class figures that pq_compute returns
 and detectron2 leaves out."""
+import copy
 import logging
 from unittest import mock
 
@@ -20,6 +21,12 @@ class PanopticEvaluator(COCOPanopticEvaluator):
     0.5; void pixels (id 0) and crowd regions do not count against predictions; TP, FP, FN and the IoU sum
     accumulate per class over the whole dataset before PQ = sum IoU / (TP + FP/2 + FN/2).
     """
+
+    def process(self, inputs, outputs):
+        # COCOPanopticEvaluator rewrites each segments_info in place (pops "isthing", dataset category ids):
+        # give it copies, so that the evaluators after it (overlays, ...) see the model's outputs
+        super().process(inputs, [{**o, "panoptic_seg": (o["panoptic_seg"][0], copy.deepcopy(o["panoptic_seg"][1]))}
+                                 for o in outputs])
 
     def evaluate(self):
         import panopticapi.evaluation as pq_module

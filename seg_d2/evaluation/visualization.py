@@ -16,7 +16,8 @@ from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
 from ..data.sem_seg_io import read_image, read_label_map
-from ..utils.visualizer import draw_instance_annotations, draw_instances, draw_sem_seg, write_image
+from ..data.datasets.coco_panoptic import read_panoptic_ids
+from ..utils.visualizer import draw_instance_annotations, draw_instances, draw_panoptic, draw_sem_seg, write_image
 
 __all__ = ["PredictionVisualizer", "EvaluatorsWithPerClassTable", "per_class_rows"]
 
@@ -59,7 +60,7 @@ def error_map(image: np.ndarray, pred: np.ndarray, gt: np.ndarray, ignore_label:
 class PredictionVisualizer(DatasetEvaluator):
     """Writes ``<output_dir>/vis/<image>.png`` for the first ``num_images`` images evaluated on the
     main process: titled panels "prediction" | "ground truth", plus "errors" (wrong pixels red, ignored
-    dark blue) for semantic outputs. Instances are drawn with detectron2's Visualizer, those scoring at
+    dark blue) for semantic outputs; panoptic outputs as segments (detectron2's draw_panoptic_seg). Instances are drawn with detectron2's Visualizer, those scoring at
     least ``score_threshold`` (``TEST.VIS_SCORE_THRESH``)."""
 
     def __init__(self, dataset_name: str, output_dir: str, num_images: int = 8, score_threshold: float = 0.5):
@@ -89,7 +90,9 @@ class PredictionVisualizer(DatasetEvaluator):
             image = read_image(inp["file_name"], "RGB")
             image = np.clip(image, 0, 255).astype(np.uint8)
             record = self._dataset_dict(inp["file_name"])
-            if "sem_seg" in out:
+            if "panoptic_seg" in out:
+                panels = self._panoptic_panels(image, out["panoptic_seg"], record)
+            elif "sem_seg" in out:
                 panels = self._sem_seg_panels(image, out["sem_seg"], record)
             elif "instances" in out:
                 panels = self._instance_panels(image, out["instances"], record)
@@ -107,6 +110,14 @@ class PredictionVisualizer(DatasetEvaluator):
             gt = read_label_map(record["sem_seg_file_name"])
             ignore = self._metadata.get("ignore_label", 255)
             panels += [draw_sem_seg(image, gt, self._metadata), error_map(image, pred, gt, ignore)]
+        return panels
+
+    def _panoptic_panels(self, image, panoptic_seg, record) -> List[np.ndarray]:
+        seg, info = panoptic_seg
+        panels = [draw_panoptic(image, seg.cpu(), info, self._metadata)]
+        if "pan_seg_file_name" in record:
+            gt = read_panoptic_ids(record["pan_seg_file_name"])
+            panels.append(draw_panoptic(image, gt, record["segments_info"], self._metadata))
         return panels
 
     def _instance_panels(self, image, instances, record) -> List[np.ndarray]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from detectron2.data import MetadataCatalog
-from detectron2.modeling import GeneralizedRCNN, SemanticSegmentor
+from detectron2.modeling import GeneralizedRCNN, PanopticFPN, SemanticSegmentor
 
 from seg_d2.data.checks import dataset_thing_classes
 from seg_d2.utils.predictor import config_datasets
@@ -38,6 +38,13 @@ logger = logging.getLogger(__name__)
 
 def model_kind(model: nn.Module) -> str:
     """ "semantic" or "instance"; NotImplementedError, naming the model, for anything else."""
+    if isinstance(model, PanopticFPN):  # a GeneralizedRCNN: exported as one, its stuff would vanish silently
+        raise NotImplementedError(
+            f"{type(model).__name__} (panoptic) cannot be exported: its panoptic merge "
+            f"(combine_semantic_and_instance_outputs) loops in Python over a data-dependent number of instances, "
+            f"which neither tracing nor ONNX captures, and exporting only its detector would drop the stuff. Run it "
+            f"with tools/demo.py or seg_d2's predictor."
+        )
     if isinstance(model, SemanticSegmentor):
         return "semantic"
     if isinstance(model, GeneralizedRCNN):

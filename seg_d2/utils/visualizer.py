@@ -202,6 +202,17 @@ def draw_instances(image: np.ndarray, instances, metadata=None, scale: float = 1
     ).get_image()
 
 
+def draw_panoptic(image: np.ndarray, panoptic_seg, segments_info: List[dict], metadata=None,
+                  scale: float = 1.0) -> np.ndarray:
+    """detectron2's ``draw_panoptic_seg``: each segment of ``panoptic_seg`` (H, W ids) in its class colour,
+    named; ``segments_info`` with contiguous ``category_id`` and ``isthing`` (separated metadata: stuff
+    ids index ``stuff_classes``)."""
+    mode = ColorMode.SEGMENTATION if _metadata(metadata).get("thing_colors", None) else ColorMode.IMAGE
+    return Visualizer(to_uint8_rgb(image), _metadata(metadata), scale=scale, instance_mode=mode).draw_panoptic_seg(
+        torch.as_tensor(np.asarray(panoptic_seg)), segments_info
+    ).get_image()
+
+
 def draw_instance_annotations(
     image: np.ndarray,
     classes: Sequence[int],

@@ -100,9 +100,20 @@ def _fails(root, *needles, extra=()):
     return res.stderr
 
 
-def test_overlapping_instances_are_refused(tmp_path):
-    root = _make_source(tmp_path, instances=[_box(4, 14, 4, 14), _box(10, 20, 10, 20)])
-    _fails(root, "Annotations 1 and 2", "overlap on 16 pixels", "im0.png", "instances.json")
+def test_overlapping_instances_are_refused_unless_told_which_is_on_top(tmp_path):
+    # a 10x10 and a 10x10 box sharing 4x4 = 16 px, and a 2x2 box inside the second one
+    root = _make_source(tmp_path, n_images=1, instances=[_box(4, 14, 4, 14), _box(10, 20, 10, 20), _box(15, 17, 15, 17)])
+    _fails(root, "Annotations 1 and 2", "overlap on 16 pixels", "im0.png", "instances.json", "--overlaps")
+
+    def areas(*extra):
+        assert _run(root, "--overwrite", *extra).returncode == 0
+        pan = json.loads((root / "out" / "panoptic.json").read_text())
+        return sorted(s["area"] for s in pan["annotations"][0]["segments_info"] if s["category_id"] == 7)
+
+    # later on top: box 3 keeps its 4 px, box 2 loses them (96), box 1 loses the 16 shared with box 2 (84)
+    assert areas("--overlaps", "later-on-top") == [4, 84, 96]
+    # smaller on top: box 3 (4 px) first, then box 1 (100, id 1 before id 2 at equal area), box 2 what is left
+    assert areas("--overlaps", "smaller-on-top") == [4, 80, 100]
 
 
 def test_a_label_that_is_no_class_is_refused(tmp_path):

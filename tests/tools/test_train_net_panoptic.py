@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+from PIL import Image
 
 from tests.conftest import REPO, run_tool
 from tests.tools.test_train_net_instance import INSTANT, SMALL_R18, read_metrics
@@ -59,13 +60,42 @@ def test_every_panoptic_config_trains_and_evaluates(config, train_net, tmp_path)
     assert (tmp_path / "model_final.pth").is_file()
 
 
-def test_panoptic_quick_start_command(tmp_path):
-    """The README's panoptic command, as a subprocess, made instant: PQ per class reaches the CSV."""
-    res = run_tool([TRAIN_NET, "--config-file", "configs/Shapes-PanopticSegmentation/panoptic_unet_R_18_FPN_scratch_bs4_600it.yaml",
-                    *INSTANT, "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "('seg_d2_shapes_panoptic_val_mini',)",
-                    "OUTPUT_DIR", tmp_path])
+def test_panoptic_quick_start_command_and_tools(tmp_path):
+    """The README's panoptic command, as a subprocess, made instant: PQ per class reaches the CSV, the evaluation
+    overlays, the demo and the dataset browser draw panoptic segments, and export refuses with the reason."""
+    config = "configs/Shapes-PanopticSegmentation/panoptic_unet_R_18_FPN_scratch_bs4_600it.yaml"
+    run = tmp_path / "run"
+    res = run_tool([TRAIN_NET, "--config-file", config, *INSTANT, "SOLVER.MAX_ITER", "4",
+                    "DATASETS.TEST", "('seg_d2_shapes_panoptic_val_mini',)", "TEST.VIS_NUM_IMAGES", "2", "OUTPUT_DIR", run])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
-    final = json.loads((tmp_path / "metrics.json").read_text().splitlines()[-1])
+    final = json.loads((run / "metrics.json").read_text().splitlines()[-1])
     _check_panoptic_metrics(final)
-    csv = (tmp_path / "inference" / "seg_d2_shapes_panoptic_val_mini" / "per_class_metrics.csv").read_text()
+    inference = run / "inference" / "seg_d2_shapes_panoptic_val_mini"
+    csv = (inference / "per_class_metrics.csv").read_text()
     assert "panoptic_seg PQ" in csv.splitlines()[0]
+    vis = sorted((inference / "vis").glob("*.png"))
+    assert len(vis) == 2
+    image = REPO / "datasets" / "seg_d2_shapes_panoptic" / "images" / "val" / "00000.png"
+    assert Image.open(vis[0]).width > 2 * Image.open(image).width  # prediction | ground truth
+
+    res = run_tool([REPO / "tools" / "demo.py", "--config-file", run / "config.yaml", "--input", image,
+                    "--output", tmp_path / "demo", "--opts", "MODEL.WEIGHTS", run / "model_final.pth",
+                    "MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", "0.0"])
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    record = json.loads((tmp_path / "demo" / "predictions.json").read_text())["predictions"][0]
+    segments = record["segments"]
+    assert segments and {s["class"] for s in segments} <= {"circle", "square", "triangle", "star", "sky", "ground"}
+    assert sum(s["pixels"] for s in segments) <= Image.open(image).width * Image.open(image).height
+    assert Image.open(record["output"]).size == Image.open(image).size
+
+    res = run_tool([REPO / "tools" / "visualize_data.py", "--config-file", config, "--source", "annotation",
+                    "--dataset", "seg_d2_shapes_panoptic_val", "--num-images", "2", "--output", tmp_path / "browse"])
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert len(list((tmp_path / "browse").glob("*.png"))) == 2
+    stats = json.loads((tmp_path / "browse" / "class_stats.json").read_text())
+    assert stats["classes"] and all(r["name"] in ("circle", "square", "triangle", "star") for r in stats["classes"])
+
+    res = run_tool([REPO / "tools" / "deploy" / "export_model.py", "--config-file", run / "config.yaml",
+                    "--output", tmp_path / "export", "MODEL.WEIGHTS", run / "model_final.pth"])
+    assert res.returncode != 0
+    assert "(panoptic) cannot be exported" in res.stderr and "Traceback" not in res.stderr

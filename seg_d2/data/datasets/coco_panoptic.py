@@ -33,7 +33,7 @@ from ..sem_seg_io import LABEL_EXTS, read_label_map
 from ..image_io import DataFileError
 from .coco_instances import validate_coco_json
 
-__all__ = ["PanopticDataError", "make_coco_panoptic", "panoptic_categories", "panoptic_separated_metadata", "load_coco_panoptic_separated",
+__all__ = ["PanopticDataError", "make_coco_panoptic", "panoptic_categories", "read_panoptic_ids", "panoptic_separated_metadata", "load_coco_panoptic_separated",
            "register_coco_panoptic_dataset", "PANOPTIC_LAYOUT"]
 
 logger = logging.getLogger(__name__)
@@ -54,9 +54,17 @@ def _id2rgb(ids: np.ndarray) -> np.ndarray:
     return id2rgb(ids).astype(np.uint8)
 
 
-def _rgb2id(rgb: np.ndarray) -> np.ndarray:
+def read_panoptic_ids(path: str) -> np.ndarray:
+    """A COCO panoptic PNG's segment ids (H, W): id = R + 256 G + 256^2 B (panopticapi's ``rgb2id``)."""
     from panopticapi.utils import rgb2id
 
+    if not os.path.isfile(path):
+        raise PanopticDataError(f"Panoptic PNG not found: {path}")
+    try:
+        with Image.open(path) as pil:
+            rgb = np.asarray(pil.convert("RGB"))
+    except Exception as e:
+        raise PanopticDataError(f"Unreadable panoptic PNG {path}: {e}") from None
     return rgb2id(rgb)
 
 
@@ -85,9 +93,22 @@ def _decode(segm, h: int, w: int) -> np.ndarray:
     return mask_util.decode(rle).astype(bool)
 
 
+# how make_coco_panoptic settles instances that overlap (panoptic segments cannot): refuse, or let one be on top
+OVERLAPS = ("error", "later-on-top", "smaller-on-top")
+
+
+def _paint_order(anns: List[dict], masks: Dict[int, np.ndarray], overlaps: str) -> List[dict]:
+    """Annotations in the order they claim pixels: each keeps only the pixels no earlier one took."""
+    if overlaps == "later-on-top":  # the drawing order of the json: a later annotation covers an earlier one
+        return sorted(anns, key=lambda a: -a["id"])
+    if overlaps == "smaller-on-top":  # small objects survive under large ones (occluders are usually nearer)
+        return sorted(anns, key=lambda a: (int(masks[a["id"]].sum()), a["id"]))
+    return sorted(anns, key=lambda a: a["id"])
+
+
 def _convert_image(img: dict, anns: List[dict], label: np.ndarray, label_path: str, stuff_values: Dict[int, tuple],
-                   json_file: str, ignore_label: int):
-    """One image -> (panoptic ids (H, W) int32, separated map (H, W) uint8, segments_info)."""
+                   json_file: str, ignore_label: int, overlaps: str = "error"):
+    """One image -> (panoptic ids (H, W) int32, separated map (H, W) uint8, segments_info, instances hidden)."""
     h, w = img["height"], img["width"]
     where = f"image {img['file_name']} (id {img['id']}) of {json_file}"
     if label.shape != (h, w):
@@ -96,19 +117,23 @@ def _convert_image(img: dict, anns: List[dict], label: np.ndarray, label_path: s
     ids = np.zeros((h, w), np.int32)
     separated = np.full((h, w), VOID, np.uint8)
     owner = {}  # segment id -> annotation id, for the overlap message
-    segments = []
-    for ann in sorted(anns, key=lambda a: a["id"]):
-        mask = _decode(ann["segmentation"], h, w)
-        area = int(mask.sum())
-        if area == 0:
+    segments, hidden = [], 0
+    masks = {a["id"]: _decode(a["segmentation"], h, w) for a in anns}
+    for ann in _paint_order(anns, masks, overlaps):
+        mask = masks[ann["id"]]
+        if not mask.any():
             continue  # validate_coco_json lets an empty (fully cropped) mask through; it has no pixel to claim
         clash = ids[mask]
-        if clash.any():
+        if clash.any() and overlaps == "error":
             other = owner[int(clash[clash > 0][0])]
             raise PanopticDataError(
                 f"Annotations {other} and {ann['id']} of {where} overlap on {int((clash > 0).sum())} pixels: panoptic "
-                f"segments cannot overlap. Assign each pixel to one instance (e.g. subtract the upper mask from the "
-                f"lower one).")
+                f"segments cannot overlap. Choose which is on top (--overlaps {' or '.join(OVERLAPS[1:])}), or "
+                f"fix the json.")
+        mask = mask & (ids == 0)
+        if not mask.any():
+            hidden += 1  # wholly under the instances on top of it
+            continue
         on_ignore = int((label[mask] == ignore_label).sum())
         if on_ignore:
             raise PanopticDataError(
@@ -118,7 +143,7 @@ def _convert_image(img: dict, anns: List[dict], label: np.ndarray, label_path: s
         seg_id = len(segments) + 1
         ids[mask], separated[mask], owner[seg_id] = seg_id, THINGS, ann["id"]
         segments.append({"id": seg_id, "category_id": ann["category_id"], "iscrowd": int(ann.get("iscrowd", 0)),
-                         "area": area, "bbox": [float(v) for v in mask_util.toBbox(
+                         "area": int(mask.sum()), "bbox": [float(v) for v in mask_util.toBbox(
                              mask_util.encode(np.asfortranarray(mask.astype(np.uint8))))]})
     free = ids == 0
     for value, (category_id, contiguous) in stuff_values.items():
@@ -131,7 +156,7 @@ def _convert_image(img: dict, anns: List[dict], label: np.ndarray, label_path: s
         segments.append({"id": seg_id, "category_id": category_id, "iscrowd": 0, "area": int(mask.sum()),
                          "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                                   float(ys.max() - ys.min() + 1)]})
-    return ids, separated, segments
+    return ids, separated, segments, hidden
 
 
 def panoptic_categories(things: List[dict], stuff_names: Sequence[str]) -> List[dict]:
@@ -149,13 +174,17 @@ def panoptic_categories(things: List[dict], stuff_names: Sequence[str]) -> List[
 
 
 def make_coco_panoptic(instances_json: str, sem_seg_dir: str, classes: Sequence[str], out_dir: str, *,
-                       ignore_label: int = 255, overwrite: bool = False) -> dict:
+                       ignore_label: int = 255, overlaps: str = "error", overwrite: bool = False) -> dict:
     """Convert a COCO instances json and semantic label maps to COCO panoptic and separated semantic maps.
 
     Each pixel becomes: the instance that covers it; else, if its label is a stuff class, that stuff
     class's segment; else void (0): labels of thing classes with no instance, and ``ignore_label``.
     The json's categories are the things. The stuff classes are the ``classes`` (label value ``k`` is
     ``classes[k]``) whose names are not thing categories, with category ids after the largest thing id.
+
+    Instances that overlap are an error unless ``overlaps`` says which is on top: "later-on-top" (higher
+    annotation id, the json's drawing order) or "smaller-on-top"; the one below keeps its other pixels, or
+    is dropped if none are left (counted in the log).
 
     Writes, under ``out_dir`` (see ``PANOPTIC_LAYOUT``): ``panoptic.json``, ``panoptic/<stem>.png`` and
     ``panoptic_semseg/<stem>.png``. Everything is checked and written in a temporary folder first, so a
@@ -169,6 +198,8 @@ def make_coco_panoptic(instances_json: str, sem_seg_dir: str, classes: Sequence[
     Returns:
         The panoptic json (a dict).
     """
+    if overlaps not in OVERLAPS:
+        raise ValueError(f"overlaps must be one of {OVERLAPS}, got {overlaps!r}")
     if os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
         raise PanopticDataError(f"Output folder {out_dir} exists and is not empty: choose another, or overwrite it "
                                 f"(--overwrite)")
@@ -193,7 +224,7 @@ def make_coco_panoptic(instances_json: str, sem_seg_dir: str, classes: Sequence[
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}_tmp_", dir=parent)
     try:
         pan_dir, sem_dir = (os.path.join(tmp, PANOPTIC_LAYOUT[k]) for k in ("panoptic_root", "sem_seg_root"))
-        annotations = []
+        annotations, hidden = [], 0
         for img in sorted(dataset["images"], key=lambda x: x["id"]):
             label_path = _find_label_map(sem_seg_dir, img["file_name"])
             label = read_label_map(label_path)
@@ -202,8 +233,9 @@ def make_coco_panoptic(instances_json: str, sem_seg_dir: str, classes: Sequence[
                 raise PanopticDataError(
                     f"Label map {label_path} has values {bad[:8].tolist()} that are no class: the {len(classes)} "
                     f"classes {classes} take 0..{len(classes) - 1}, and {ignore_label} is ignored")
-            ids, separated, segments = _convert_image(img, by_image[img["id"]], label, label_path, stuff_values,
-                                                      instances_json, ignore_label)
+            ids, separated, segments, n_hidden = _convert_image(img, by_image[img["id"]], label, label_path,
+                                                                stuff_values, instances_json, ignore_label, overlaps)
+            hidden += n_hidden
             stem = os.path.splitext(img["file_name"])[0]
             for folder, array in ((pan_dir, _id2rgb(ids)), (sem_dir, separated)):
                 path = os.path.join(folder, stem + ".png")
@@ -220,7 +252,8 @@ def make_coco_panoptic(instances_json: str, sem_seg_dir: str, classes: Sequence[
         shutil.rmtree(tmp, ignore_errors=True)
     n_seg = sum(len(a["segments_info"]) for a in annotations)
     logger.info(f"Wrote COCO panoptic {out_dir}: {len(annotations)} images, {n_seg} segments, {len(things)} thing "
-                f"and {len(stuff_names)} stuff categories {stuff_names}")
+                f"and {len(stuff_names)} stuff categories {stuff_names}"
+                + (f"; {hidden} instances wholly under others ({overlaps}) left out" if hidden else ""))
     return panoptic
 
 
@@ -279,7 +312,7 @@ def load_coco_panoptic_separated(panoptic_json: str, image_root: str, panoptic_r
         png = os.path.join(panoptic_root, ann["file_name"])
         if not os.path.isfile(png):
             raise PanopticDataError(f"Panoptic PNG not found: {png} (image {img['file_name']} of {panoptic_json})")
-        ids = _rgb2id(np.asarray(Image.open(png).convert("RGB")))
+        ids = read_panoptic_ids(png)
         if ids.shape != (img["height"], img["width"]):
             raise PanopticDataError(f"Panoptic PNG {png} is {ids.shape[1]}x{ids.shape[0]} (WxH) but its image "
                                     f"{img['file_name']} is {img['width']}x{img['height']} in {panoptic_json}")
