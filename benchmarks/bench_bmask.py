@@ -24,17 +24,18 @@ levers on bmask or stock (see VARIANTS). Datasets: shapes (seg_d2's generated sh
 when missing).
 """
 import argparse
-import importlib.util
 import json
-import math
 import os
-import resource
-import statistics
-import subprocess
 import sys
 import time
 
 import torch
+
+from paired_runs import (  # benchmarks/paired_runs.py: shared with bench_panoptic.py
+    REAL_BUILDINGS_SCRIPT, append_result, collect_figures, load_train_net, mean_std, prepare_real_buildings,
+    print_table, ratio, read_results, register_real_buildings, run_paired, time_alternately,
+    train_and_record,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = os.path.join(REPO, "configs", "Shapes-InstanceSegmentation")
@@ -62,31 +63,7 @@ DATASETS = {  # name -> options on top of the variant's config
 # from scratch learn the training tiles by heart.
 AERIAL_AUGMENTATION = {"real_buildings_aug"}
 DATASETS["real_buildings_aug"] = DATASETS["real_buildings"]
-REAL_BUILDINGS_SCRIPT = os.path.join(os.path.dirname(REPO), "shared", "data", "make_real_buildings.py")
 TASKS = ("bbox", "segm", "boundary")
-
-
-def real_buildings_root():
-    return os.path.join(os.environ["DETECTRON2_DATASETS"], "real_buildings")
-
-
-def prepare_real_buildings(script):
-    root = real_buildings_root()
-    if not all(os.path.isfile(os.path.join(root, f"{s}.json")) for s in ("train", "val")):
-        print(f"== building the real buildings set: {script} {root}", flush=True)
-        subprocess.run([sys.executable, script, root], check=True)
-
-
-def register_real_buildings():
-    from detectron2.data import DatasetCatalog
-
-    from seg_d2.data.datasets import register_coco_dataset
-
-    root = real_buildings_root()
-    for split in ("train", "val"):
-        name = f"seg_d2_real_buildings_{split}"
-        if name not in DatasetCatalog:
-            register_coco_dataset(name, os.path.join(root, f"{split}.json"), os.path.join(root, split))
 
 
 def setup_cfg(variant, dataset, device, seed, opts=()):
@@ -103,13 +80,6 @@ def setup_cfg(variant, dataset, device, seed, opts=()):
     return cfg
 
 
-def load_train_net():
-    spec = importlib.util.spec_from_file_location("seg_d2_bench_train_net", os.path.join(REPO, "tools", "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def summarize(results):
     return {t: {k: v for k, v in r.items() if not k.startswith("AP-")} for t, r in results.items() if t in TASKS}
 
@@ -117,61 +87,18 @@ def summarize(results):
 def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
     """Train and evaluate one model (run in a child process). Returns a dict of figures."""
     import seg_d2  # noqa: F401
-    from detectron2.engine import HookBase
-    from detectron2.utils.env import seed_all_rng
 
     register_real_buildings()
     Trainer = load_train_net().Trainer  # tools/train_net.py's trainer: seg_d2's loaders and evaluators
     if dataset in AERIAL_AUGMENTATION:
         Trainer = _aerial_trainer(Trainer)
-    steps, curve = [], {}
-    eval_iters = sorted({max(1, round(f * iters)) for f in eval_at if 0 < f < 1})
-
-    class StepTimer(HookBase):
-        def before_step(self):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            self._t = time.perf_counter()
-
-        def after_step(self):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            steps.append(time.perf_counter() - self._t)
-            if self.trainer.iter + 1 in eval_iters:  # intermediate evaluation, outside the timed step
-                curve[self.trainer.iter + 1] = summarize(Trainer.test(self.trainer.cfg, self.trainer.model))
-
     cfg = setup_cfg(variant, dataset, device, seed, [
         "SOLVER.MAX_ITER", str(iters),  # LR steps and warm-up at the same fractions as the 600-iteration recipe
         "SOLVER.STEPS", f"({int(iters * 0.75)}, {int(iters * 0.92)})", "SOLVER.WARMUP_ITERS", str(max(1, iters // 6)),
         "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9), "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out_dir,
     ])
     cfg.freeze()
-    seed_all_rng(seed)  # what default_setup does: model init and data order follow the seed
-    trainer = Trainer(cfg)
-    trainer.register_hooks([StepTimer()])
-    trainer.resume_or_load(resume=False)
-    wall = time.perf_counter()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    trainer.train()  # ends with the evaluation of the final model
-    train_peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
-    curve[iters] = summarize(trainer._last_eval_results)
-    timed = steps[len(steps) // 10:]  # skip warm-up
-    # Loss balance: each term's mean over the last fifth of training (as weighted in the total loss).
-    last = max(1, iters // 5)
-    losses = {k: statistics.fmean(v for v, _ in h.values()[-last:])
-              for k, h in trainer.storage.histories().items() if k.startswith("loss_")}
-    return {
-        "train_s_per_iter": sum(timed) / len(timed),
-        "train_peak_cuda_bytes": train_peak,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "params": sum(p.numel() for p in trainer.model.parameters()),
-        "losses_last_fifth": losses,
-        "wall_s": time.perf_counter() - wall,
-        "results": curve[iters],
-        "curve": {str(k): v for k, v in sorted(curve.items())},
-        "weights": os.path.join(out_dir, "model_final.pth"),
-    }
+    return train_and_record(Trainer, cfg, iters, eval_at, device, summarize)
 
 
 def _aerial_trainer(trainer_cls):
@@ -198,7 +125,6 @@ def _aerial_trainer(trainer_cls):
     return AerialTrainer
 
 
-@torch.no_grad()
 def time_inference(variants, dataset, seed, weights, device, rounds):
     """Seconds per image and detections per image of each variant, interleaved image by image; CUDA peak memory."""
     import seg_d2  # noqa: F401
@@ -214,94 +140,16 @@ def time_inference(variants, dataset, seed, weights, device, rounds):
         DetectionCheckpointer(model).load(weights[name])
         models[name] = model
     inputs = list(build_detection_test_loader(cfg, cfg.DATASETS.TEST[0]))
-    total = {n: 0.0 for n in models}
-    dets = {n: 0 for n in models}
-    peak = {n: 0 for n in models}
-    for model in models.values():  # warm-up
-        for x in inputs[:5]:
-            model(x)
-    for _ in range(rounds):
-        for x in inputs:
-            for name, model in models.items():
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                t = time.perf_counter()
-                out = model(x)
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                    peak[name] = max(peak[name], torch.cuda.max_memory_allocated())
-                total[name] += time.perf_counter() - t
-                dets[name] += len(out[0]["instances"])
-    n = rounds * len(inputs)
-    return {name: {"infer_s_per_img": total[name] / n, "dets_per_img": dets[name] / n,
-                   "infer_peak_cuda_bytes": peak[name] if device == "cuda" else None} for name in models}
+    timed = time_alternately(models, inputs, device, rounds, lambda out: len(out["instances"]))
+    for figures in timed.values():
+        figures["dets_per_img"] = figures.pop("count_per_img")
+    return timed
 
 
 def child_cmd(args, *extra):
     return [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--iters", str(args.iters),
             "--device", args.device, "--out", args.out, "--threads", str(args.threads),
             "--eval-at", args.eval_at, "--rounds", str(args.rounds), *extra]
-
-
-def run_pool(jobs, n_parallel, start):
-    """Run the (label, cmd, log, on_done) jobs, n_parallel at a time, in their order; on_done(returncode).
-    A failed job is reported with the end of its log; the others go on."""
-    queue, running, failed = jobs, [], []
-    while queue or running:
-        while queue and len(running) < n_parallel:
-            label, cmd, log, on_done = queue.pop(0)
-            os.makedirs(os.path.dirname(log), exist_ok=True)
-            print(f"== [{time.time() - start:6.0f} s] start {label}", flush=True)
-            f = open(log, "w")
-            running.append((label, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), f, log, on_done))
-        time.sleep(2)
-        for job in list(running):
-            label, proc, f, log, on_done = job
-            if proc.poll() is None:
-                continue
-            running.remove(job)
-            f.close()
-            print(f"== [{time.time() - start:6.0f} s] done {label}: exit {proc.returncode}", flush=True)
-            if proc.returncode != 0:
-                with open(log) as lf:
-                    print(lf.read()[-3000:], flush=True)
-                failed.append(label)
-            on_done(proc.returncode)
-    return failed
-
-
-def read_results(path):
-    """The runs recorded in the jsonl: {(kind, dataset, seed, variant(s)): record}; the last record wins."""
-    done = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    r = json.loads(line)
-                    done[(r["kind"], r["dataset"], r["seed"], r["variant"])] = r
-    return done
-
-
-def append_result(path, record):
-    with open(path, "a") as f:  # one line per run, written at once: an interrupted run leaves nothing
-        f.write(json.dumps(record) + "\n")
-
-
-def load_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def mean_std(values):
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def ratio(a, b):
-    return f"{a / b:.3f}" if b and not math.isnan(a) and not math.isnan(b) else "n/a"
 
 
 def report(figures, dataset, variants, seeds, args):
@@ -342,12 +190,7 @@ def report(figures, dataset, variants, seeds, args):
             m, s = mean_std(diffs)
             rows.append([f"{key} {v} - stock, paired"] + [""] * len(variants) + [""] * len(others))
             rows[-1][1 + variants.index(v)] = f"{m:+.2f} ± {s:.2f}"
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    fmt = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    print(fmt(head))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(fmt(r))
+    print_table(head, rows)
 
     points = sorted({int(k) for f in figures.values() for k in f["curve"]})
     if len(points) > 1:
@@ -430,56 +273,11 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.jsonl")
     start = time.time()
-    done = read_results(results_path)
-    train_key = lambda d, s, v: ("train", d, s, v)  # noqa: E731
-    infer_key = lambda d, s: ("infer", d, s, ",".join(variants))  # noqa: E731
     if not args.report_only:
-        # Skip the runs the jsonl already holds (of the same length).
-        # Variants go in pairs (--variants order: stock with the next), one seed's pair after the other.
-        groups = [variants[i:i + args.jobs] for i in range(0, len(variants), args.jobs)]
-        todo = [(d, s, v) for d in datasets for g in groups for s in seeds for v in g
-                if done.get(train_key(d, s, v), {}).get("iters") != args.iters]
-        trained_left = {(d, s): sum(1 for t in todo if t[:2] == (d, s)) for d in datasets for s in seeds}
-        jobs = []
-
-        def infer_job(d, s):
-            return (f"inference timing {d} seed {s}", child_cmd(args, "--_infer", ",".join(variants), d, str(s)),
-                    os.path.join(args.out, d, str(s), "infer.log"), lambda rc: None)
-
-        def on_trained(d, s):
-            def done_cb(rc):
-                trained_left[(d, s)] -= 1
-                if rc == 0 and trained_left[(d, s)] == 0:  # every variant of this seed trained: time them
-                    jobs_queue_front.append(infer_job(d, s))
-            return done_cb
-
-        jobs_queue_front = []
-        for d, s, v in todo:
-            jobs.append((f"train {v} on {d}, seed {s}, {args.iters} iterations",
-                         child_cmd(args, "--_train", v, d, str(s)),
-                         os.path.join(args.out, d, str(s), v, "train.log"), on_trained(d, s)))
-        for d in datasets:  # trained earlier but never timed with this set of variants
-            for s in seeds:
-                if trained_left[(d, s)] == 0 and infer_key(d, s) not in done:
-                    jobs.append(infer_job(d, s))
-        # the inference jobs of finished seeds go before the remaining training runs
-        pool = _FrontQueue(jobs, jobs_queue_front)
-        failed = run_pool(pool, args.jobs, start)
-        print(f"== benchmark wall time this start: {time.time() - start:.0f} s; failed: {failed or 'none'}", flush=True)
-        done = read_results(results_path)
-
-    figures, missing = {}, []
-    for d in datasets:
-        for s in seeds:
-            timed = done.get(infer_key(d, s), {}).get("timed", {})
-            for v in variants:
-                rec = done.get(train_key(d, s, v))
-                if rec is None or rec.get("iters") != args.iters:
-                    missing.append(f"{d}/{s}/{v}")
-                    continue
-                figures[(d, s, v)] = {**rec, **timed.get(v, {"infer_s_per_img": float("nan"),
-                                                              "dets_per_img": float("nan"),
-                                                              "infer_peak_cuda_bytes": None})}
+        run_paired(args, datasets, variants, seeds, lambda *extra: child_cmd(args, *extra), results_path, start)
+    done = read_results(results_path)
+    figures, missing = collect_figures(done, datasets, seeds, variants, args.iters, {
+        "infer_s_per_img": float("nan"), "dets_per_img": float("nan"), "infer_peak_cuda_bytes": None})
     if missing:
         print(f"runs not (yet) in {results_path}: {', '.join(missing)}")
     if args.json:
@@ -493,20 +291,6 @@ def main():
     for dataset in datasets:
         if all((dataset, s, v) in figures for s in seeds for v in variants):
             report(figures, dataset, variants, seeds, args)
-
-
-class _FrontQueue(list):
-    """The job list for run_pool, with jobs that callbacks add (to ``front``) taken first."""
-
-    def __init__(self, jobs, front):
-        super().__init__(jobs)
-        self.front = front
-
-    def pop(self, i=-1):
-        return self.front.pop(0) if self.front else super().pop(i)
-
-    def __bool__(self):
-        return bool(self.front) or len(self) > 0
 
 
 if __name__ == "__main__":

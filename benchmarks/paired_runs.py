@@ -1,0 +1,283 @@
+"""What the paired-seed training benchmarks share (bench_bmask.py, bench_panoptic.py): the real buildings set,
+one training run timed and evaluated during training, inference timed alternately in one process, the job pool
+that runs single-thread processes side by side and records each finished run in a resumable jsonl, and the
+statistics and tables of the report."""
+import importlib.util
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL_BUILDINGS_SCRIPT = os.path.join(os.path.dirname(REPO), "shared", "data", "make_real_buildings.py")
+
+
+def real_buildings_root():
+    return os.path.join(os.environ["DETECTRON2_DATASETS"], "real_buildings")
+
+
+def prepare_real_buildings(script):
+    root = real_buildings_root()
+    if not all(os.path.isfile(os.path.join(root, f"{s}.json")) for s in ("train", "val")):
+        print(f"== building the real buildings set: {script} {root}", flush=True)
+        subprocess.run([sys.executable, script, root], check=True)
+
+
+def register_real_buildings():
+    from detectron2.data import DatasetCatalog
+
+    from seg_d2.data.datasets import register_coco_dataset
+
+    root = real_buildings_root()
+    for split in ("train", "val"):
+        name = f"seg_d2_real_buildings_{split}"
+        if name not in DatasetCatalog:
+            register_coco_dataset(name, os.path.join(root, f"{split}.json"), os.path.join(root, split))
+
+
+def register_real_buildings_panoptic():
+    """``seg_d2_real_buildings_panoptic_{train,val}``: the real buildings as panoptic (things: building, stuff:
+    background), made by seg_d2's make_coco_panoptic from the instances json and the semantic maps."""
+    from detectron2.data import DatasetCatalog
+
+    from seg_d2.data.datasets.coco_panoptic import PANOPTIC_LAYOUT, make_coco_panoptic, register_coco_panoptic_dataset
+
+    root = real_buildings_root()
+    for split in ("train", "val"):
+        out = os.path.join(root, f"panoptic_{split}")
+        if not os.path.isfile(os.path.join(out, PANOPTIC_LAYOUT["json"])):
+            make_coco_panoptic(os.path.join(root, f"{split}.json"), os.path.join(root, f"{split}_semseg"),
+                               ["background", "building"], out, overwrite=True)
+        name = f"seg_d2_real_buildings_panoptic_{split}"
+        if name not in DatasetCatalog:
+            register_coco_panoptic_dataset(name, os.path.join(out, PANOPTIC_LAYOUT["json"]), os.path.join(root, split),
+                                           os.path.join(out, PANOPTIC_LAYOUT["panoptic_root"]),
+                                           os.path.join(out, PANOPTIC_LAYOUT["sem_seg_root"]))
+
+
+def load_train_net():
+    spec = importlib.util.spec_from_file_location("seg_d2_bench_train_net", os.path.join(REPO, "tools", "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train_and_record(trainer_cls, cfg, iters, eval_at, device, summarize):
+    """Train ``cfg`` with ``trainer_cls`` (tools/train_net.py's Trainer or a subclass), evaluating at the
+    ``eval_at`` fractions of training (outside the timed steps) and at the end. Returns the figures of the run:
+    train s/iter (after a 10 % warm-up), peak memory, parameters, each loss term's mean over the last fifth of
+    training (the loss balance), wall time, the final results and the learning curve (``summarize(results)``)."""
+    from detectron2.engine import HookBase
+    from detectron2.utils.env import seed_all_rng
+
+    steps, curve = [], {}
+    eval_iters = sorted({max(1, round(f * iters)) for f in eval_at if 0 < f < 1})
+
+    class StepTimer(HookBase):
+        def before_step(self):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            self._t = time.perf_counter()
+
+        def after_step(self):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            steps.append(time.perf_counter() - self._t)
+            if self.trainer.iter + 1 in eval_iters:  # intermediate evaluation, outside the timed step
+                curve[self.trainer.iter + 1] = summarize(trainer_cls.test(self.trainer.cfg, self.trainer.model))
+
+    seed_all_rng(cfg.SEED)  # what default_setup does: model init and data order follow the seed
+    trainer = trainer_cls(cfg)
+    trainer.register_hooks([StepTimer()])
+    trainer.resume_or_load(resume=False)
+    wall = time.perf_counter()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()  # ends with the evaluation of the final model
+    train_peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    curve[iters] = summarize(trainer._last_eval_results)
+    timed = steps[len(steps) // 10:]  # skip warm-up
+    last = max(1, iters // 5)
+    losses = {k: statistics.fmean(v for v, _ in h.values()[-last:])
+              for k, h in trainer.storage.histories().items() if k.startswith("loss_")}
+    return {
+        "train_s_per_iter": sum(timed) / len(timed),
+        "train_peak_cuda_bytes": train_peak,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "losses_last_fifth": losses,
+        "wall_s": time.perf_counter() - wall,
+        "results": curve[iters],
+        "curve": {str(k): v for k, v in sorted(curve.items())},
+        "weights": os.path.join(cfg.OUTPUT_DIR, "model_final.pth"),
+    }
+
+
+@torch.no_grad()
+def time_alternately(models, inputs, device, rounds, count):
+    """Seconds per image of each model (name -> model), timed image by image in turn so that machine load
+    hits them alike, after a warm-up; ``count(output)`` (e.g. detections) averaged per image; CUDA peaks."""
+    total = {n: 0.0 for n in models}
+    counted = {n: 0 for n in models}
+    peak = {n: 0 for n in models}
+    for model in models.values():  # warm-up
+        for x in inputs[:5]:
+            model(x)
+    for _ in range(rounds):
+        for x in inputs:
+            for name, model in models.items():
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                    torch.cuda.reset_peak_memory_stats()
+                t = time.perf_counter()
+                out = model(x)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                    peak[name] = max(peak[name], torch.cuda.max_memory_allocated())
+                total[name] += time.perf_counter() - t
+                counted[name] += count(out[0])
+    n = rounds * len(inputs)
+    return {name: {"infer_s_per_img": total[name] / n, "count_per_img": counted[name] / n,
+                   "infer_peak_cuda_bytes": peak[name] if device == "cuda" else None} for name in models}
+
+
+def run_pool(jobs, n_parallel, start):
+    """Run the (label, cmd, log, on_done) jobs, n_parallel at a time, in their order; on_done(returncode).
+    A failed job is reported with the end of its log; the others go on."""
+    queue, running, failed = jobs, [], []
+    while queue or running:
+        while queue and len(running) < n_parallel:
+            label, cmd, log, on_done = queue.pop(0)
+            os.makedirs(os.path.dirname(log), exist_ok=True)
+            print(f"== [{time.time() - start:6.0f} s] start {label}", flush=True)
+            f = open(log, "w")
+            running.append((label, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), f, log, on_done))
+        time.sleep(2)
+        for job in list(running):
+            label, proc, f, log, on_done = job
+            if proc.poll() is None:
+                continue
+            running.remove(job)
+            f.close()
+            print(f"== [{time.time() - start:6.0f} s] done {label}: exit {proc.returncode}", flush=True)
+            if proc.returncode != 0:
+                with open(log) as lf:
+                    print(lf.read()[-3000:], flush=True)
+                failed.append(label)
+            on_done(proc.returncode)
+    return failed
+
+
+def read_results(path):
+    """The runs recorded in the jsonl: {(kind, dataset, seed, variant(s)): record}; the last record wins."""
+    done = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    done[(r["kind"], r["dataset"], r["seed"], r["variant"])] = r
+    return done
+
+
+def append_result(path, record):
+    with open(path, "a") as f:  # one line per run, written at once: an interrupted run leaves nothing
+        f.write(json.dumps(record) + "\n")
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def ratio(a, b):
+    return f"{a / b:.3f}" if b and not math.isnan(a) and not math.isnan(b) else "n/a"
+
+
+def print_table(head, rows):
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    fmt = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    print(fmt(head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print(fmt(r))
+
+
+def run_paired(args, datasets, variants, seeds, child_cmd, results_path, start):
+    """Train every (dataset, seed, variant) that ``results_path`` lacks (for ``args.iters``), ``args.jobs``
+    processes at a time: variants in groups of ``args.jobs`` (--variants order: the first with the next), one
+    seed's group after the other, so that a compared pair trains side by side; once a seed's variants are all
+    trained, its inference timing job goes first. ``child_cmd("--_train", v, d, s)`` and
+    ``child_cmd("--_infer", "v1,v2", d, s)`` are the commands. Returns the names of failed jobs."""
+    done = read_results(results_path)
+    train_key = lambda d, s, v: ("train", d, s, v)  # noqa: E731
+    infer_key = lambda d, s: ("infer", d, s, ",".join(variants))  # noqa: E731
+    groups = [variants[i:i + args.jobs] for i in range(0, len(variants), args.jobs)]
+    todo = [(d, s, v) for d in datasets for g in groups for s in seeds for v in g
+            if done.get(train_key(d, s, v), {}).get("iters") != args.iters]
+    trained_left = {(d, s): sum(1 for t in todo if t[:2] == (d, s)) for d in datasets for s in seeds}
+    jobs, front = [], []
+
+    def infer_job(d, s):
+        return (f"inference timing {d} seed {s}", child_cmd("--_infer", ",".join(variants), d, str(s)),
+                os.path.join(args.out, d, str(s), "infer.log"), lambda rc: None)
+
+    def on_trained(d, s):
+        def done_cb(rc):
+            trained_left[(d, s)] -= 1
+            if rc == 0 and trained_left[(d, s)] == 0:  # every variant of this seed trained: time them
+                front.append(infer_job(d, s))
+        return done_cb
+
+    for d, s, v in todo:
+        jobs.append((f"train {v} on {d}, seed {s}, {args.iters} iterations", child_cmd("--_train", v, d, str(s)),
+                     os.path.join(args.out, d, str(s), v, "train.log"), on_trained(d, s)))
+    for d in datasets:  # trained earlier but never timed with this set of variants
+        for s in seeds:
+            if trained_left[(d, s)] == 0 and infer_key(d, s) not in done:
+                jobs.append(infer_job(d, s))
+    failed = run_pool(_FrontQueue(jobs, front), args.jobs, start)
+    print(f"== benchmark wall time this start: {time.time() - start:.0f} s; failed: {failed or 'none'}", flush=True)
+    return failed
+
+
+def collect_figures(done, datasets, seeds, variants, iters, timing_defaults):
+    """{(dataset, seed, variant): training record + its inference timing}, and the runs missing."""
+    figures, missing = {}, []
+    for d in datasets:
+        for s in seeds:
+            timed = done.get(("infer", d, s, ",".join(variants)), {}).get("timed", {})
+            for v in variants:
+                rec = done.get(("train", d, s, v))
+                if rec is None or rec.get("iters") != iters:
+                    missing.append(f"{d}/{s}/{v}")
+                    continue
+                figures[(d, s, v)] = {**rec, **timed.get(v, timing_defaults)}
+    return figures, missing
+
+
+class _FrontQueue(list):
+    """The job list for run_pool, with jobs that callbacks add (to ``front``) taken first."""
+
+    def __init__(self, jobs, front):
+        super().__init__(jobs)
+        self.front = front
+
+    def pop(self, i=-1):
+        return self.front.pop(0) if self.front else super().pop(i)
+
+    def __bool__(self):
+        return bool(self.front) or len(self) > 0
