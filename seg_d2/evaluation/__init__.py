@@ -3,4 +3,4 @@ from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSeg
 from .boundary_iou import BoundaryCOCOeval, boundary_iou, mask_to_boundary
 from .coco_evaluation import COCOBoundaryEvaluator, evaluate_boundary_on_coco
 from .sem_seg_evaluation import SemSegBoundaryEvaluator
-from .panoptic_evaluation import PanopticEvaluator
+from .panoptic_evaluation import CityscapesPanopticEvaluator, PanopticEvaluator

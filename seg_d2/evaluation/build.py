@@ -6,7 +6,7 @@ from detectron2.evaluation import DatasetEvaluators, RotatedCOCOEvaluator
 
 from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 from .coco_evaluation import COCOBoundaryEvaluator
-from .panoptic_evaluation import PanopticEvaluator
+from .panoptic_evaluation import CityscapesPanopticEvaluator, PanopticEvaluator
 from .sem_seg_evaluation import SemSegBoundaryEvaluator
 
 
@@ -40,19 +40,30 @@ def _rotated_coco(cfg, name, output_folder):
     return RotatedCOCOEvaluator(name, tasks=("bbox",), output_dir=output_folder)
 
 
-def _coco_panoptic(cfg, name, output_folder):
+def _require_panopticapi(name):
     try:
         import panopticapi.evaluation  # noqa: F401
     except ImportError:
         raise ImportError(f"Evaluating the panoptic dataset '{name}' (PQ) needs COCO's panopticapi: pip install --no-deps "
                           "panopticapi-lite==0.2.0 (--no-deps: its numpy<2 pin is stale; see requirements/no-deps.txt)"
                           ) from None
+
+
+def _coco_panoptic(cfg, name, output_folder):
+    _require_panopticapi(name)
     # as detectron2's tools/train_net.py evaluates PanopticFPN: PQ (with per-class figures), the thing head's AP
     # and the stuff head's mIoU (where the dataset has separated semantic maps)
     evaluators = [PanopticEvaluator(name, output_dir=output_folder), _coco(cfg, name, output_folder)]
     if MetadataCatalog.get(name).get("sem_seg_root", None):
         evaluators.append(_sem_seg(cfg, name, output_folder))
     return DatasetEvaluators(evaluators)
+
+
+def _cityscapes_panoptic(cfg, name, output_folder):
+    # the official Cityscapes PQ (cityscapesscripts), and the semantic head's mIoU on the separated maps
+    _require_panopticapi(name)  # detectron2's COCOPanopticEvaluator writes the predictions with it
+    return DatasetEvaluators([CityscapesPanopticEvaluator(name, output_dir=output_folder),
+                              _sem_seg(cfg, name, output_folder)])
 
 
 # evaluator_type -> factory(cfg, dataset_name, output_folder)
@@ -63,6 +74,7 @@ EVALUATOR_TYPES = {
     "cityscapes_sem_seg": _cityscapes_sem_seg,
     "rotated_coco": _rotated_coco,
     "coco_panoptic_seg": _coco_panoptic,
+    "cityscapes_panoptic_seg": _cityscapes_panoptic,
 }
 
 

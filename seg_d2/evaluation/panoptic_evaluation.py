@@ -1,13 +1,15 @@
 """Panoptic quality (Kirillov et al. 2019) of PanopticFPN outputs: detectron2's COCOPanopticEvaluator, which
 runs COCO's own ``panopticapi.evaluation.pq_compute``, plus the per-class figures that pq_compute returns
 and detectron2 leaves out."""
+import contextlib
 import copy
 import logging
+import os
 from unittest import mock
 
 from detectron2.evaluation import COCOPanopticEvaluator
 
-__all__ = ["PanopticEvaluator"]
+__all__ = ["PanopticEvaluator", "CityscapesPanopticEvaluator"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,19 +30,24 @@ class PanopticEvaluator(COCOPanopticEvaluator):
         super().process(inputs, [{**o, "panoptic_seg": (o["panoptic_seg"][0], copy.deepcopy(o["panoptic_seg"][1]))}
                                  for o in outputs])
 
-    def evaluate(self):
+    @contextlib.contextmanager
+    def _counting(self, stats: list):
+        """While COCOPanopticEvaluator evaluates: keep the per-class counts that pq_compute sums in
+        pq_compute_multi_core, for panopticapi's own per-class averages."""
         import panopticapi.evaluation as pq_module
 
-        stats = []
         original = pq_module.pq_compute_multi_core
 
         def pq_compute_multi_core(*args, **kwargs):
             stats.append(original(*args, **kwargs))
             return stats[-1]
 
-        # COCOPanopticEvaluator calls panopticapi's pq_compute, which sums the per-class counts in
-        # pq_compute_multi_core: keep those, for panopticapi's own per-class averages
         with mock.patch.object(pq_module, "pq_compute_multi_core", pq_compute_multi_core):
+            yield
+
+    def evaluate(self):
+        stats = []
+        with self._counting(stats):  # COCOPanopticEvaluator calls pq_compute, which calls pq_compute_multi_core
             results = super().evaluate()
         if not results or not stats:  # not the main process
             return results
@@ -53,6 +60,32 @@ class PanopticEvaluator(COCOPanopticEvaluator):
             for key in ("pq", "sq", "rq"):
                 results["panoptic_seg"][f"{key.upper()}-{categories[cat_id]['name']}"] = 100 * r[key]
         return results
+
+
+class CityscapesPanopticEvaluator(PanopticEvaluator):
+    """:class:`PanopticEvaluator` with cityscapesscripts' ``evalPanopticSemanticLabeling.evaluatePanoptic`` in
+    place of panopticapi's pq_compute: the official Cityscapes panoptic figures (the same rules; category ids
+    are labelIds), also written to ``<output_dir>/cityscapes_panoptic_results.json``."""
+
+    @contextlib.contextmanager
+    def _counting(self, stats: list):
+        import panopticapi.evaluation as pq_module
+        from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as cs
+
+        original = cs.pq_compute_multi_core
+
+        def pq_compute_multi_core(*args, **kwargs):
+            stats.append(original(*args, **kwargs))
+            return stats[-1]
+
+        def cityscapes_pq(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
+            out = self._output_dir or pred_folder
+            return cs.evaluatePanoptic(gt_json_file, gt_folder, pred_json_file, pred_folder,
+                                       os.path.join(out, "cityscapes_panoptic_results.json"))
+
+        with mock.patch.object(cs, "pq_compute_multi_core", pq_compute_multi_core), \
+                mock.patch.object(pq_module, "pq_compute", cityscapes_pq):
+            yield
 
 
 def _categories(metadata):

@@ -94,3 +94,17 @@ def test_stock_detectron2_semantic_fpn(datasets_root, tmp_path):
                            "MODEL.RESNETS.NORM", "BN", "MODEL.RESNETS.STRIDE_IN_1X1", "False")
     for key in SEM_SEG_KEYS:
         assert key in final and 0 <= final[key] <= 100, key
+
+
+def test_panoptic_cityscapes_config(datasets_root, tmp_path):
+    """PanopticFPN (U-Net stuff + Mask R-CNN) on the fixture's createPanopticImgs ground truth, evaluated by
+    cityscapesscripts' evalPanopticSemanticLabeling."""
+    final, log = instant_run(CONFIGS / "Cityscapes-PanopticSegmentation" / "panoptic_unet_R_50_FPN_bs8_24k.yaml",
+                             datasets_root, tmp_path, *RCNN_INSTANT, "MODEL.SEM_SEG_HEAD.NORM", "BN",
+                             "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[64, 32, 32, 16, 16]",
+                             "MODEL.RESNET_UNET.FULL_RES_CHANNELS", "8", "MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT", "16")
+    for key in ("panoptic_seg/PQ", "panoptic_seg/PQ_th", "panoptic_seg/PQ_st", "sem_seg/mIoU"):
+        assert key in final and 0 <= final[key] <= 100, key
+    inference = tmp_path / "inference" / "seg_d2_cityscapes_fine_panoptic_val"
+    official = json.loads((inference / "cityscapes_panoptic_results.json").read_text())
+    assert final["panoptic_seg/PQ"] == pytest.approx(100 * official["All"]["pq"])

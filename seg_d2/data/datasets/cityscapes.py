@@ -359,9 +359,64 @@ def cityscapes_metadata() -> dict:
             "thing_dataset_id_to_contiguous_id": dict(THING_ID_TO_CONTIGUOUS)}
 
 
+# Panoptic ground truth, as cityscapesscripts' createPanopticImgs writes it (category ids = labelIds), under gtFine/
+PANOPTIC_JSON, PANOPTIC_DIR = "cityscapes_panoptic_{split}.json", "cityscapes_panoptic_{split}"
+
+
+def cityscapes_panoptic_categories() -> List[dict]:
+    """The panoptic categories createPanopticImgs writes: every label evaluated (not ``ignoreInEval``), id =
+    labelId, things = labels with instances."""
+    return [{"id": l.id, "name": l.name, "color": list(l.color), "supercategory": l.category,
+             "isthing": int(l.hasInstances)} for l in labels if not l.ignoreInEval]
+
+
+def _panoptic_files(root: str, split: str) -> Tuple[str, str]:
+    gt = os.path.join(root, "gtFine")
+    json_file, png_dir = os.path.join(gt, PANOPTIC_JSON.format(split=split)), os.path.join(gt, PANOPTIC_DIR.format(split=split))
+    if not (os.path.isfile(json_file) and os.path.isdir(png_dir)):
+        raise layout_error(root, split, f"no panoptic ground truth {json_file} and {png_dir}/: write it once with "
+                                        f"cityscapesscripts' createPanopticImgs (python -m "
+                                        f"cityscapesscripts.preparation.createPanopticImgs --dataset-folder {gt})")
+    return json_file, png_dir
+
+
+def _separated_dir(png_dir: str) -> str:
+    """Where PanopticFPN's separated semantic maps of ``png_dir`` go: beside it, or in the cache if read-only."""
+    out = png_dir + "_separated"
+    if os.access(os.path.dirname(png_dir), os.W_OK) or os.path.isdir(out):
+        return out
+    key = hashlib.sha1(os.path.abspath(png_dir).encode()).hexdigest()[:16]
+    return os.path.join(_cache_dir(), "cityscapes_panoptic_separated", key)
+
+
+def load_cityscapes_panoptic(root: str, split: str) -> List[dict]:
+    """PanopticFPN records of a split (see :func:`~seg_d2.data.datasets.coco_panoptic.load_coco_panoptic_separated`):
+    the panoptic PNGs of createPanopticImgs, their thing instances, and separated semantic maps (things 0, the 11
+    stuff classes 1..11, void 255), written on first load beside the PNGs (or in the cache) and reused."""
+    from .coco_panoptic import panoptic_separated_metadata, read_panoptic_ids, separated_map, load_coco_panoptic_separated
+
+    json_file, png_dir = _panoptic_files(root, split)
+    with open(json_file) as f:
+        data = json.load(f)
+    meta = panoptic_separated_metadata(data["categories"])
+    sem_dir = _separated_dir(png_dir)
+    for ann in data["annotations"]:
+        out = os.path.join(sem_dir, ann["file_name"])
+        if not os.path.isfile(out):
+            ids = read_panoptic_ids(os.path.join(png_dir, ann["file_name"]))
+            _write_png_atomic(out, separated_map(ids, ann["segments_info"], meta["thing_dataset_id_to_contiguous_id"],
+                                                 meta["stuff_dataset_id_to_contiguous_id"]))
+    image_dir = _split_dirs(root, split)[0]
+    # the image of id "<city>_<seq>_<frame>" is leftImg8bit/<split>/<city>/<id>_leftImg8bit.png (the json's file_name,
+    # "<id>_gtFine_leftImg8bit.png", is createPanopticImgs' own misnomer; detectron2 goes by the id too)
+    return load_coco_panoptic_separated(
+        json_file, image_dir, png_dir, sem_dir,
+        image_file=lambda img: os.path.join(image_dir, str(img["id"]).split("_")[0], f"{img['id']}{IMAGE_SUFFIX}"))
+
+
 def register_cityscapes(datasets_root: str, *, instance_source: str = "instanceIds", mask_format: str = "polygon",
                         name_prefix: str = "seg_d2_") -> None:
-    """Register ``{name_prefix}cityscapes_fine_{sem_seg,instance_seg}_{train,val}``.
+    """Register ``{name_prefix}cityscapes_fine_{sem_seg,instance_seg,panoptic}_{train,val}``.
 
     Cheap: nothing is read from disk until a dataset is loaded.
 
@@ -388,3 +443,15 @@ def register_cityscapes(datasets_root: str, *, instance_source: str = "instanceI
         load = functools.partial(load_cityscapes_instances, root, split, instance_source, mask_format)
         DatasetCatalog.register(name, load)
         MetadataCatalog.get(name).set(evaluator_type="cityscapes_instance", **common)
+
+        # PanopticFPN: things = the 8 instance classes (ids as above), stuff = "things" + the 11 stuff classes
+        from .coco_panoptic import panoptic_separated_metadata
+
+        name = f"{name_prefix}cityscapes_fine_panoptic_{split}"
+        DatasetCatalog.register(name, functools.partial(load_cityscapes_panoptic, root, split))
+        gt = os.path.join(root, "gtFine")
+        MetadataCatalog.get(name).set(
+            evaluator_type="cityscapes_panoptic_seg", ignore_label=IGNORE_LABEL, label_divisor=1000,
+            panoptic_json=os.path.join(gt, PANOPTIC_JSON.format(split=split)),
+            panoptic_root=os.path.join(gt, PANOPTIC_DIR.format(split=split)), image_dir=image_dir, gt_dir=gt_dir,
+            **panoptic_separated_metadata(cityscapes_panoptic_categories()))

@@ -3,7 +3,8 @@
 Every scene is first written as ``*_gtFine_polygons.json`` (the annotators' format); the
 ``labelIds``, ``instanceIds`` and ``color`` PNGs are rasterised from it with cityscapesscripts' own
 ``json2labelImg`` / ``json2instanceImg`` functions, exactly as the official PNGs were made, so the
-three are consistent. The RGB image paints each region in its label colour, with per-instance
+three are consistent; the panoptic ground truth (``gtFine/cityscapes_panoptic_{split}.json`` and PNGs) is
+made from the ``instanceIds`` PNGs by cityscapesscripts' ``createPanopticImgs``. The RGB image paints each region in its label colour, with per-instance
 shading, gradients and noise, so that models have something to learn.
 
 Scenes contain what the loaders and evaluators must handle: overlapping objects (later polygons
@@ -12,12 +13,15 @@ overwrite earlier ones), all 8 evaluated thing classes across the split, a crowd
 (``caravan``), a ``license plate`` (labelId -1: in the json only, never drawn) and a person below
 cityscapesscripts' 100-pixel minimum instance size.
 """
+import contextlib
+import io
 import json
 import logging
 import os
 
 import numpy as np
 from cityscapesscripts.helpers.annotation import Annotation
+from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
 from PIL import Image
@@ -169,6 +173,9 @@ def generate_cityscapes_fixture(root: str, *, images_per_city: int = IMAGES_PER_
     def write(tmp):
         for split in FIXTURE_CITIES:
             _write_split(tmp, split, seed, images_per_city, height, width)
+        # the panoptic ground truth, from the instanceIds PNGs, by cityscapesscripts as for the real data
+        with contextlib.redirect_stdout(io.StringIO()):
+            convert2panoptic(os.path.join(tmp, "gtFine"), os.path.join(tmp, "gtFine"), setNames=list(FIXTURE_CITIES))
 
     if not write_dataset_once(root, write):
         return False

@@ -33,7 +33,7 @@ from ..sem_seg_io import LABEL_EXTS, read_label_map
 from ..image_io import DataFileError
 from .coco_instances import validate_coco_json
 
-__all__ = ["PanopticDataError", "make_coco_panoptic", "panoptic_categories", "read_panoptic_ids", "panoptic_separated_metadata", "load_coco_panoptic_separated",
+__all__ = ["PanopticDataError", "make_coco_panoptic", "panoptic_categories", "read_panoptic_ids", "separated_map", "panoptic_separated_metadata", "load_coco_panoptic_separated",
            "register_coco_panoptic_dataset", "PANOPTIC_LAYOUT"]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,19 @@ def _decode(segm, h: int, w: int) -> np.ndarray:
     return mask_util.decode(rle).astype(bool)
 
 
+def separated_map(ids: np.ndarray, segments: List[dict], thing_ids, stuff_to_contiguous: Dict[int, int]) -> np.ndarray:
+    """PanopticFPN's semantic target of a panoptic map (``ids``, ``segments`` with dataset category ids): every
+    thing pixel 0, a stuff pixel its class's contiguous id (from 1), anything else void (255)."""
+    out = np.full(ids.shape, VOID, np.uint8)
+    for seg in segments:
+        cat = seg["category_id"]
+        if cat in thing_ids:
+            out[ids == seg["id"]] = THINGS
+        elif cat in stuff_to_contiguous:
+            out[ids == seg["id"]] = stuff_to_contiguous[cat]
+    return out
+
+
 # how make_coco_panoptic settles instances that overlap (panoptic segments cannot): refuse, or let one be on top
 OVERLAPS = ("error", "later-on-top", "smaller-on-top")
 
@@ -106,16 +119,15 @@ def _paint_order(anns: List[dict], masks: Dict[int, np.ndarray], overlaps: str) 
     return sorted(anns, key=lambda a: a["id"])
 
 
-def _convert_image(img: dict, anns: List[dict], label: np.ndarray, label_path: str, stuff_values: Dict[int, tuple],
+def _convert_image(img: dict, anns: List[dict], label: np.ndarray, label_path: str, stuff_values: Dict[int, int],
                    json_file: str, ignore_label: int, overlaps: str = "error"):
-    """One image -> (panoptic ids (H, W) int32, separated map (H, W) uint8, segments_info, instances hidden)."""
+    """One image -> (panoptic ids (H, W) int32, segments_info, instances hidden)."""
     h, w = img["height"], img["width"]
     where = f"image {img['file_name']} (id {img['id']}) of {json_file}"
     if label.shape != (h, w):
         raise PanopticDataError(f"Label map {label_path} is {label.shape[1]}x{label.shape[0]} (WxH) but {where} "
                                 f"is {w}x{h}: a label map must match its image")
     ids = np.zeros((h, w), np.int32)
-    separated = np.full((h, w), VOID, np.uint8)
     owner = {}  # segment id -> annotation id, for the overlap message
     segments, hidden = [], 0
     masks = {a["id"]: _decode(a["segmentation"], h, w) for a in anns}
@@ -141,22 +153,22 @@ def _convert_image(img: dict, anns: List[dict], label: np.ndarray, label_path: s
                 f"that the label map {label_path} marks ignore ({ignore_label}): an instance cannot be unlabelled. "
                 f"Fix the label map or the annotation.")
         seg_id = len(segments) + 1
-        ids[mask], separated[mask], owner[seg_id] = seg_id, THINGS, ann["id"]
+        ids[mask], owner[seg_id] = seg_id, ann["id"]
         segments.append({"id": seg_id, "category_id": ann["category_id"], "iscrowd": int(ann.get("iscrowd", 0)),
                          "area": int(mask.sum()), "bbox": [float(v) for v in mask_util.toBbox(
                              mask_util.encode(np.asfortranarray(mask.astype(np.uint8))))]})
     free = ids == 0
-    for value, (category_id, contiguous) in stuff_values.items():
+    for value, category_id in stuff_values.items():
         mask = free & (label == value)
         if not mask.any():
             continue
         seg_id = len(segments) + 1
-        ids[mask], separated[mask] = seg_id, contiguous
+        ids[mask] = seg_id
         ys, xs = np.nonzero(mask)
         segments.append({"id": seg_id, "category_id": category_id, "iscrowd": 0, "area": int(mask.sum()),
                          "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                                   float(ys.max() - ys.min() + 1)]})
-    return ids, separated, segments, hidden
+    return ids, segments, hidden
 
 
 def panoptic_categories(things: List[dict], stuff_names: Sequence[str]) -> List[dict]:
@@ -212,8 +224,8 @@ def make_coco_panoptic(instances_json: str, sem_seg_dir: str, classes: Sequence[
         raise PanopticDataError(f"{len(stuff_names)} stuff classes: the separated maps are 8-bit (255 = void)")
     categories = panoptic_categories(things, stuff_names)
     stuff_ids = [c["id"] for c in categories if not c["isthing"]]
-    # label value -> (stuff category id, contiguous id in the separated map)
-    stuff_values = {classes.index(n): (stuff_ids[k], k + 1) for k, n in enumerate(stuff_names)}
+    stuff_values = {classes.index(n): stuff_ids[k] for k, n in enumerate(stuff_names)}  # label value -> category id
+    meta = panoptic_separated_metadata(categories)
     by_image = collections.defaultdict(list)
     for ann in dataset["annotations"]:
         by_image[ann["image_id"]].append(ann)
@@ -233,9 +245,11 @@ def make_coco_panoptic(instances_json: str, sem_seg_dir: str, classes: Sequence[
                 raise PanopticDataError(
                     f"Label map {label_path} has values {bad[:8].tolist()} that are no class: the {len(classes)} "
                     f"classes {classes} take 0..{len(classes) - 1}, and {ignore_label} is ignored")
-            ids, separated, segments, n_hidden = _convert_image(img, by_image[img["id"]], label, label_path,
-                                                                stuff_values, instances_json, ignore_label, overlaps)
+            ids, segments, n_hidden = _convert_image(img, by_image[img["id"]], label, label_path, stuff_values,
+                                                     instances_json, ignore_label, overlaps)
             hidden += n_hidden
+            separated = separated_map(ids, segments, meta["thing_dataset_id_to_contiguous_id"],
+                                      meta["stuff_dataset_id_to_contiguous_id"])
             stem = os.path.splitext(img["file_name"])[0]
             for folder, array in ((pan_dir, _id2rgb(ids)), (sem_dir, separated)):
                 path = os.path.join(folder, stem + ".png")
@@ -289,9 +303,11 @@ def _read_json(path: str) -> dict:
 
 
 def load_coco_panoptic_separated(panoptic_json: str, image_root: str, panoptic_root: str,
-                                 sem_seg_root: Optional[str] = None, dataset_name: Optional[str] = None) -> List[dict]:
+                                 sem_seg_root: Optional[str] = None, dataset_name: Optional[str] = None, *,
+                                 image_file: Optional[Callable[[dict], str]] = None) -> List[dict]:
     """Records for PanopticFPN: image, panoptic ground truth, its thing instances and (with
     ``sem_seg_root``) the separated semantic map. Category ids are contiguous (separated metadata).
+    ``image_file(image entry)`` gives an image's path (default: ``image_root``/its file_name).
 
     Raises:
         PanopticDataError: naming the file: a missing PNG or semantic map, a PNG of the wrong size, a
@@ -333,7 +349,8 @@ def load_coco_panoptic_separated(panoptic_json: str, image_root: str, panoptic_r
                 rle["counts"] = rle["counts"].decode("ascii")
                 instances.append({"bbox": list(seg["bbox"]), "bbox_mode": BoxMode.XYWH_ABS, "segmentation": rle,
                                   "category_id": thing_ids[cat], "iscrowd": int(seg.get("iscrowd", 0))})
-        record = {"file_name": os.path.join(image_root, img["file_name"]), "image_id": img["id"],
+        path = image_file(img) if image_file is not None else os.path.join(image_root, img["file_name"])
+        record = {"file_name": path, "image_id": img["id"],
                   "height": img["height"], "width": img["width"], "pan_seg_file_name": png,
                   "segments_info": segments, "annotations": instances}
         if sem_seg_root is not None:
