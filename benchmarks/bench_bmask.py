@@ -23,18 +23,11 @@ levers on bmask or stock (see VARIANTS). Datasets: shapes (seg_d2's generated sh
 (SpaceNet aerial tiles, built by ../shared/data/make_real_buildings.py under $DETECTRON2_DATASETS/real_buildings
 when missing).
 """
-import argparse
-import json
 import os
-import sys
-import time
 
-import torch
-
-from paired_runs import (  # benchmarks/paired_runs.py: shared with bench_panoptic.py
-    REAL_BUILDINGS_SCRIPT, append_result, collect_figures, load_train_net, mean_std, prepare_real_buildings,
-    print_table, ratio, read_results, register_real_buildings, run_paired, time_alternately,
-    train_and_record,
+import paired_runs  # benchmarks/paired_runs.py: what bench_panoptic.py shares
+from paired_runs import (
+    load_train_net, mean_std, print_comparison, ratio, register_real_buildings, time_alternately, train_and_record,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,12 +139,6 @@ def time_inference(variants, dataset, seed, weights, device, rounds):
     return timed
 
 
-def child_cmd(args, *extra):
-    return [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--iters", str(args.iters),
-            "--device", args.device, "--out", args.out, "--threads", str(args.threads),
-            "--eval-at", args.eval_at, "--rounds", str(args.rounds), *extra]
-
-
 def report(figures, dataset, variants, seeds, args):
     """Print one dataset's table: mean ± std over the seeds, ratios of the means to stock's."""
     runs = {v: [figures[(dataset, s, v)] for s in seeds] for v in variants}
@@ -172,25 +159,8 @@ def report(figures, dataset, variants, seeds, args):
     if args.device == "cuda":
         get["peak CUDA mem, train (MiB)"] = lambda f: f["train_peak_cuda_bytes"] / 2 ** 20
         get["peak CUDA mem, inference (MiB)"] = lambda f: f["infer_peak_cuda_bytes"] / 2 ** 20
-    stats = {label: {v: mean_std([fn(f) for f in runs[v]]) for v in variants} for label, fn in get.items()}
+    stats = print_comparison(runs, get, ("segm AP", "Boundary AP", "bbox AP"), dataset, variants, seeds, args)
     others = [v for v in variants if v != "stock"] if "stock" in variants else []
-
-    print(f"\n### {dataset}: {len(seeds)} seed(s) {','.join(map(str, seeds))}, {args.iters} iterations each, "
-          f"device {args.device}, torch threads {args.threads or torch.get_num_threads()}; mean ± std over seeds")
-    head = ["figure"] + variants + [f"{v}/stock" for v in others]
-    rows = []
-    for label, by_variant in stats.items():
-        digits = 4 if "s/" in label else 2
-        row = [label] + [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in (by_variant[v] for v in variants)]
-        row += [ratio(by_variant[v][0], by_variant["stock"][0]) for v in others]
-        rows.append(row)
-    for task, key in (("segm", "segm AP"), ("boundary", "Boundary AP"), ("bbox", "bbox AP")):
-        for v in others:  # paired by seed: same data order for both
-            diffs = [get[key](a) - get[key](b) for a, b in zip(runs[v], runs["stock"])]
-            m, s = mean_std(diffs)
-            rows.append([f"{key} {v} - stock, paired"] + [""] * len(variants) + [""] * len(others))
-            rows[-1][1 + variants.index(v)] = f"{m:+.2f} ± {s:.2f}"
-    print_table(head, rows)
 
     points = sorted({int(k) for f in figures.values() for k in f["curve"]})
     if len(points) > 1:
@@ -223,74 +193,13 @@ def report(figures, dataset, variants, seeds, args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", default="shapes,real_buildings", help=f"comma-separated, from {list(DATASETS)}")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds: one training run each")
-    parser.add_argument("--variants", default="stock,light,bmask", help=f"comma-separated, from {list(VARIANTS)}")
-    parser.add_argument("--iters", type=int, default=600, help="training iterations of each run")
-    parser.add_argument("--eval-at", default="0.5,0.75", help="extra evaluations, as fractions of --iters (the end "
-                        "is always evaluated): after the first LR drop, to see whether the APs still move")
-    parser.add_argument("--rounds", type=int, default=2, help="passes over the val set when timing inference")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in every process (0: torch's default)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each its own process (one per core)")
-    parser.add_argument("--out", default=os.path.join(REPO, "bench_out", "bmask"),
-                        help="folder for checkpoints, logs and results.jsonl (finished runs there are skipped)")
-    parser.add_argument("--json", default=None, help="also write every run's figures to this json file")
-    parser.add_argument("--report-only", action="store_true", help="train nothing: print the tables of the runs in --out")
-    parser.add_argument("--real-buildings-script", default=REAL_BUILDINGS_SCRIPT)
-    parser.add_argument("--_train", nargs=3, default=None, help=argparse.SUPPRESS)  # child: variant dataset seed
-    parser.add_argument("--_infer", nargs=3, default=None, help=argparse.SUPPRESS)  # child: variants dataset seed
-    args = parser.parse_args()
-    os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO, "datasets"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    eval_at = [float(x) for x in args.eval_at.split(",") if x]
-
-    if args._train:
-        variant, dataset, seed = args._train
-        run_dir = os.path.join(args.out, dataset, seed, variant)
-        res = train_one(variant, dataset, int(seed), args.iters, eval_at, args.device, run_dir)
-        append_result(os.path.join(args.out, "results.jsonl"), {
-            "kind": "train", "dataset": dataset, "seed": int(seed), "variant": variant, "iters": args.iters,
-            "threads": args.threads, **res})
-        return
-    if args._infer:
-        variants, dataset, seed = args._infer[0].split(","), args._infer[1], args._infer[2]
-        weights = {v: os.path.join(args.out, dataset, seed, v, "model_final.pth") for v in variants}
-        res = time_inference(variants, dataset, int(seed), weights, args.device, args.rounds)
-        append_result(os.path.join(args.out, "results.jsonl"), {
-            "kind": "infer", "dataset": dataset, "seed": int(seed), "variant": ",".join(variants), "timed": res})
-        return
-
-    datasets, variants = args.datasets.split(","), args.variants.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    for name in datasets + variants:
-        if name not in DATASETS and name not in VARIANTS:
-            sys.exit(f"unknown dataset or variant {name!r}: datasets {list(DATASETS)}, variants {list(VARIANTS)}")
-    if any(d.startswith("real_buildings") for d in datasets):
-        prepare_real_buildings(args.real_buildings_script)
-    os.makedirs(args.out, exist_ok=True)
-    results_path = os.path.join(args.out, "results.jsonl")
-    start = time.time()
-    if not args.report_only:
-        run_paired(args, datasets, variants, seeds, lambda *extra: child_cmd(args, *extra), results_path, start)
-    done = read_results(results_path)
-    figures, missing = collect_figures(done, datasets, seeds, variants, args.iters, {
-        "infer_s_per_img": float("nan"), "dets_per_img": float("nan"), "infer_peak_cuda_bytes": None})
-    if missing:
-        print(f"runs not (yet) in {results_path}: {', '.join(missing)}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"/".join(map(str, k)): v for k, v in figures.items()}, f, indent=1)
-    walls = [r["wall_s"] for r in done.values() if "wall_s" in r]
-    print(f"\nBMask R-CNN (bmask: BoundaryROIHeads + BoundaryPreservingHead, Cheng et al. 2020) and seg_d2's light "
-          f"boundary head (light) vs stock Mask R-CNN (stock); R-18-FPN from scratch, the recipe of "
-          f"Base-Shapes-RCNN.yaml for all; {args.jobs} job(s) x {args.threads or torch.get_num_threads()} "
-          f"thread(s). Runs' own wall time, summed: {sum(walls):.0f} s.")
-    for dataset in datasets:
-        if all((dataset, s, v) in figures for s in seeds for v in variants):
-            report(figures, dataset, variants, seeds, args)
+    parser = paired_runs.argument_parser(__doc__.split("\n\n")[0], DATASETS, VARIANTS, "shapes,real_buildings",
+                                         "stock,light,bmask", os.path.join(REPO, "bench_out", "bmask"))
+    paired_runs.main(__file__, parser, DATASETS, VARIANTS, train_one, time_inference, {
+        "infer_s_per_img": float("nan"), "dets_per_img": float("nan"), "infer_peak_cuda_bytes": None},
+        "BMask R-CNN (bmask: BoundaryROIHeads + BoundaryPreservingHead, Cheng et al. 2020) and seg_d2's light "
+        "boundary head (light) vs stock Mask R-CNN (stock); R-18-FPN from scratch, the recipe of "
+        "Base-Shapes-RCNN.yaml for all", report)
 
 
 if __name__ == "__main__":

@@ -17,18 +17,11 @@ tiles of ../shared/data/make_real_buildings.py: things = building, stuff = backg
 make_coco_panoptic), trained with flips both ways and brightness/contrast jitter (no rotation: its padding would
 label pixels).
 """
-import argparse
-import json
 import os
-import sys
-import time
 
-import torch
-
+import paired_runs  # benchmarks/paired_runs.py: what bench_bmask.py shares
 from paired_runs import (
-    REAL_BUILDINGS_SCRIPT, append_result, collect_figures, load_train_net, mean_std, prepare_real_buildings,
-    print_table, ratio, read_results, register_real_buildings_panoptic, run_paired, time_alternately,
-    train_and_record,
+    load_train_net, mean_std, print_comparison, register_real_buildings_panoptic, time_alternately, train_and_record,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,23 +117,9 @@ def report(figures, dataset, variants, seeds, args):
     get = {label: (lambda t, k: lambda f: f["results"].get(t, {}).get(k, float("nan")))(task, key)
            for label, task, key in FIGURES}
     get.update({"train s/iter": lambda f: f["train_s_per_iter"], "inference s/img": lambda f: f["infer_s_per_img"],
-                "segments/img": lambda f: f["count_per_img"], "params (M)": lambda f: f["params"] / 1e6})
-    stats = {label: {v: mean_std([fn(f) for f in runs[v]]) for v in variants} for label, fn in get.items()}
+        "segments/img": lambda f: f["count_per_img"], "params (M)": lambda f: f["params"] / 1e6})
+    stats = print_comparison(runs, get, ("PQ", "PQ_st", "PQ_th"), dataset, variants, seeds, args)
     others = [v for v in variants if v != "stock"] if "stock" in variants else []
-    print(f"\n### {dataset}: {len(seeds)} seed(s) {','.join(map(str, seeds))}, {args.iters} iterations each, device "
-          f"{args.device}, torch threads {args.threads or torch.get_num_threads()}; mean ± std over seeds")
-    head = ["figure"] + variants + [f"{v}/stock" for v in others]
-    rows = []
-    for label, by_variant in stats.items():
-        digits = 4 if "s/" in label else 2
-        rows.append([label] + [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in (by_variant[v] for v in variants)]
-                    + [ratio(by_variant[v][0], by_variant["stock"][0]) for v in others])
-    for key in ("PQ", "PQ_st", "PQ_th"):
-        for v in others:  # paired by seed: same data order
-            m, s = mean_std([get[key](a) - get[key](b) for a, b in zip(runs[v], runs["stock"])])
-            rows.append([f"{key} {v} - stock, paired"] + [""] * (len(variants) + len(others)))
-            rows[-1][1 + variants.index(v)] = f"{m:+.2f} ± {s:.2f}"
-    print_table(head, rows)
     points = sorted({int(k) for f in figures.values() for k in f["curve"]})
     if len(points) > 1:
         print(f"\nPQ_st / PQ_th during training ({dataset}; mean over seeds), to see whether they still move:")
@@ -155,76 +134,13 @@ def report(figures, dataset, variants, seeds, args):
               f"{'yes' if pq[v][0] >= pq['stock'][0] else 'NO'} ({pq[v][0]:.2f} vs {pq['stock'][0]:.2f})")
 
 
-def child_cmd(args, *extra):
-    return [sys.executable, "-W", "ignore", os.path.abspath(__file__), "--iters", str(args.iters),
-            "--device", args.device, "--out", args.out, "--threads", str(args.threads),
-            "--eval-at", args.eval_at, "--rounds", str(args.rounds), *extra]
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", default="shapes,real_buildings", help=f"comma-separated, from {list(DATASETS)}")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds: one training run each")
-    parser.add_argument("--variants", default="stock,unet,unet_bmask", help=f"comma-separated, from {list(VARIANTS)}")
-    parser.add_argument("--iters", type=int, default=600, help="training iterations of each run")
-    parser.add_argument("--eval-at", default="0.5,0.75", help="extra evaluations, as fractions of --iters")
-    parser.add_argument("--rounds", type=int, default=2, help="passes over the val set when timing inference")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads in every process (0: torch's default)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each its own process (one per core)")
-    parser.add_argument("--out", default=os.path.join(REPO, "bench_out", "panoptic"),
-                        help="folder for checkpoints, logs and results.jsonl (finished runs there are skipped)")
-    parser.add_argument("--report-only", action="store_true", help="train nothing: print the tables of the runs in --out")
-    parser.add_argument("--real-buildings-script", default=REAL_BUILDINGS_SCRIPT)
-    parser.add_argument("--_train", nargs=3, default=None, help=argparse.SUPPRESS)  # child: variant dataset seed
-    parser.add_argument("--_infer", nargs=3, default=None, help=argparse.SUPPRESS)  # child: variants dataset seed
-    args = parser.parse_args()
-    os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO, "datasets"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    eval_at = [float(x) for x in args.eval_at.split(",") if x]
-    results_path = os.path.join(args.out, "results.jsonl")
-    if args._train:
-        variant, dataset, seed = args._train
-        res = train_one(variant, dataset, int(seed), args.iters, eval_at, args.device,
-                        os.path.join(args.out, dataset, seed, variant))
-        append_result(results_path, {"kind": "train", "dataset": dataset, "seed": int(seed), "variant": variant,
-                                     "iters": args.iters, "threads": args.threads, **res})
-        return
-    if args._infer:
-        variants, dataset, seed = args._infer[0].split(","), args._infer[1], args._infer[2]
-        weights = {v: os.path.join(args.out, dataset, seed, v, "model_final.pth") for v in variants}
-        append_result(results_path, {"kind": "infer", "dataset": dataset, "seed": int(seed), "variant": args._infer[0],
-                                     "timed": time_inference(variants, dataset, int(seed), weights, args.device,
-                                                             args.rounds)})
-        return
-
-    datasets, variants = args.datasets.split(","), args.variants.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    for name in datasets + variants:
-        if name not in DATASETS and name not in VARIANTS:
-            sys.exit(f"unknown dataset or variant {name!r}: datasets {list(DATASETS)}, variants {list(VARIANTS)}")
-    if "real_buildings" in datasets:
-        prepare_real_buildings(args.real_buildings_script)
-    os.makedirs(args.out, exist_ok=True)
-    start = time.time()
-    if not args.report_only:
-        run_paired(args, datasets, variants, seeds, lambda *extra: child_cmd(args, *extra), results_path, start)
-    done = read_results(results_path)
-    figures, missing = collect_figures(done, datasets, seeds, variants, args.iters, {
-        "infer_s_per_img": float("nan"), "count_per_img": float("nan"), "infer_peak_cuda_bytes": None})
-    if missing:
-        print(f"runs not (yet) in {results_path}: {', '.join(missing)}")
-    walls = [r["wall_s"] for r in done.values() if "wall_s" in r]
-    print(f"\nPanopticFPN: detectron2's stock (SemSegFPNHead + Mask R-CNN) vs seg_d2's U-Net stuff head (unet: + Mask "
-          f"R-CNN; unet_bmask: + BMask R-CNN); R-18-FPN from scratch, Base-Shapes-PanopticFPN.yaml's recipe for all; "
-          f"{args.jobs} job(s) x {args.threads or torch.get_num_threads()} thread(s). Runs' own wall time, summed: "
-          f"{sum(walls):.0f} s.")
-    for dataset in datasets:
-        if all((dataset, s, v) in figures for s in seeds for v in variants):
-            report(figures, dataset, variants, seeds, args)
-    with open(os.path.join(args.out, "figures.json"), "w") as f:
-        json.dump({"/".join(map(str, k)): v for k, v in figures.items()}, f, indent=1)
+    parser = paired_runs.argument_parser(__doc__.split("\n\n")[0], DATASETS, VARIANTS, "shapes,real_buildings",
+                                         "stock,unet,unet_bmask", os.path.join(REPO, "bench_out", "panoptic"))
+    paired_runs.main(__file__, parser, DATASETS, VARIANTS, train_one, time_inference, {
+        "infer_s_per_img": float("nan"), "count_per_img": float("nan"), "infer_peak_cuda_bytes": None},
+        "PanopticFPN: detectron2's stock (SemSegFPNHead + Mask R-CNN) vs seg_d2's U-Net stuff head (unet: + Mask "
+        "R-CNN; unet_bmask: + BMask R-CNN); R-18-FPN from scratch, Base-Shapes-PanopticFPN.yaml's recipe for all", report)
 
 
 if __name__ == "__main__":

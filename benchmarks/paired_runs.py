@@ -186,6 +186,14 @@ def read_results(path):
     return done
 
 
+def trained_weights(results_path, out, dataset, seed, variants):
+    """Each variant's final weights: where its training record says (a run resumed from another --out), else
+    OUT/dataset/seed/variant/model_final.pth."""
+    done = read_results(results_path)
+    return {v: done.get(("train", dataset, int(seed), v), {}).get("weights")
+            or os.path.join(out, dataset, str(seed), v, "model_final.pth") for v in variants}
+
+
 def append_result(path, record):
     with open(path, "a") as f:  # one line per run, written at once: an interrupted run leaves nothing
         f.write(json.dumps(record) + "\n")
@@ -214,6 +222,30 @@ def print_table(head, rows):
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print(fmt(r))
+
+
+def print_comparison(runs, get, paired, dataset, variants, seeds, args):
+    """One dataset's table: each figure of ``get`` (label -> f(run)) as mean ± std over the seeds per variant, the
+    ratio of each variant's mean to stock's, and for the ``paired`` labels each variant's difference to stock paired
+    by seed (same data order). Returns {label: {variant: (mean, std)}}."""
+    variants = list(variants)
+    stats = {label: {v: mean_std([fn(f) for f in runs[v]]) for v in variants} for label, fn in get.items()}
+    others = [v for v in variants if v != "stock"] if "stock" in variants else []
+    print(f"\n### {dataset}: {len(seeds)} seed(s) {','.join(map(str, seeds))}, {args.iters} iterations each, "
+          f"device {args.device}, torch threads {args.threads or torch.get_num_threads()}; mean ± std over seeds")
+    head = ["figure"] + variants + [f"{v}/stock" for v in others]
+    rows = []
+    for label, by_variant in stats.items():
+        digits = 4 if "s/" in label else 2
+        rows.append([label] + [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in (by_variant[v] for v in variants)]
+                    + [ratio(by_variant[v][0], by_variant["stock"][0]) for v in others])
+    for key in paired:
+        for v in others:
+            m, s = mean_std([get[key](a) - get[key](b) for a, b in zip(runs[v], runs["stock"])])
+            rows.append([f"{key} {v} - stock, paired"] + [""] * (len(variants) + len(others)))
+            rows[-1][1 + variants.index(v)] = f"{m:+.2f} ± {s:.2f}"
+    print_table(head, rows)
+    return stats
 
 
 def run_paired(args, datasets, variants, seeds, child_cmd, results_path, start):
@@ -281,3 +313,84 @@ class _FrontQueue(list):
 
     def __bool__(self):
         return bool(self.front) or len(self) > 0
+
+
+def argument_parser(description, datasets, variants, default_datasets, default_variants, default_out):
+    """The command line every paired benchmark takes (and its children: --_train, --_infer)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--datasets", default=default_datasets, help=f"comma-separated, from {list(datasets)}")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds: one training run each")
+    parser.add_argument("--variants", default=default_variants, help=f"comma-separated, from {list(variants)}")
+    parser.add_argument("--iters", type=int, default=600, help="training iterations of each run")
+    parser.add_argument("--eval-at", default="0.5,0.75", help="extra evaluations, as fractions of --iters (the end "
+                        "is always evaluated): after the first LR drop, to see whether the figures still move")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the val set when timing inference")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in every process (0: torch's default)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each its own process (one per core)")
+    parser.add_argument("--out", default=default_out,
+                        help="folder for checkpoints, logs and results.jsonl (finished runs there are skipped)")
+    parser.add_argument("--json", default=None, help="also write every run's figures to this json file")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: print the tables of the runs in --out")
+    parser.add_argument("--real-buildings-script", default=REAL_BUILDINGS_SCRIPT)
+    parser.add_argument("--_train", nargs=3, default=None, help=argparse.SUPPRESS)  # child: variant dataset seed
+    parser.add_argument("--_infer", nargs=3, default=None, help=argparse.SUPPRESS)  # child: variants dataset seed
+    return parser
+
+
+def main(script, parser, datasets_known, variants_known, train_one, time_inference, timing_defaults, title, report):
+    """Parse; in a child, train or time and record; else run (or, --report-only, read) the benchmark, print
+    ``title`` and ``report(figures, dataset, variants, seeds, args)`` for each dataset whose runs are all done."""
+    args = parser.parse_args()
+    os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO, "datasets"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    eval_at = [float(x) for x in args.eval_at.split(",") if x]
+    results_path = os.path.join(args.out, "results.jsonl")
+    if args._train:
+        variant, dataset, seed = args._train
+        res = train_one(variant, dataset, int(seed), args.iters, eval_at, args.device,
+                        os.path.join(args.out, dataset, seed, variant))
+        append_result(results_path, {"kind": "train", "dataset": dataset, "seed": int(seed), "variant": variant,
+                                     "iters": args.iters, "threads": args.threads, **res})
+        return
+    if args._infer:
+        variants, dataset, seed = args._infer[0].split(","), args._infer[1], args._infer[2]
+        weights = trained_weights(results_path, args.out, dataset, seed, variants)
+        append_result(results_path, {"kind": "infer", "dataset": dataset, "seed": int(seed), "variant": args._infer[0],
+                                     "timed": time_inference(variants, dataset, int(seed), weights, args.device,
+                                                             args.rounds)})
+        return
+
+    datasets, variants = args.datasets.split(","), args.variants.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for name in datasets + variants:
+        if name not in datasets_known and name not in variants_known:
+            sys.exit(f"unknown dataset or variant {name!r}: datasets {list(datasets_known)}, variants {list(variants_known)}")
+    if any(d.startswith("real_buildings") for d in datasets):
+        prepare_real_buildings(args.real_buildings_script)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.time()
+
+    def child_cmd(*extra):
+        return [sys.executable, "-W", "ignore", os.path.abspath(script), "--iters", str(args.iters),
+                "--device", args.device, "--out", args.out, "--threads", str(args.threads),
+                "--eval-at", args.eval_at, "--rounds", str(args.rounds), *extra]
+
+    if not args.report_only:
+        run_paired(args, datasets, variants, seeds, child_cmd, results_path, start)
+    done = read_results(results_path)
+    figures, missing = collect_figures(done, datasets, seeds, variants, args.iters, timing_defaults)
+    if missing:
+        print(f"runs not (yet) in {results_path}: {', '.join(missing)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"/".join(map(str, k)): v for k, v in figures.items()}, f, indent=1)
+    walls = [r["wall_s"] for r in done.values() if "wall_s" in r]
+    print(f"\n{title}; {args.jobs} job(s) x {args.threads or torch.get_num_threads()} thread(s). Runs' own wall "
+          f"time, summed: {sum(walls):.0f} s.")
+    for dataset in datasets:
+        if all((dataset, s, v) in figures for s in seeds for v in variants):
+            report(figures, dataset, variants, seeds, args)
