@@ -23,11 +23,10 @@ PANOPTIC = {  # config -> (losses expected besides the semantic head's, extra op
     "Shapes-PanopticSegmentation/panoptic_unet_R_18_FPN_scratch_bs4_600it.yaml": (("loss_mask",), []),
     "Shapes-PanopticSegmentation/panoptic_fcn8s_R_18_FPN_scratch_bs4_600it.yaml": (("loss_mask",), []),
     "Shapes-PanopticSegmentation/panoptic_unet_bmask_rcnn_R_18_FPN_scratch_bs4_600it.yaml": (BMASK_LOSSES, []),
-    # the COCO recipes, made small (their GN needs channels in multiples of 32)
-    **{f"COCO-PanopticSegmentation/{name}.yaml": (losses, ["MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[64, 32, 32, 32, 32]",
-                                                           "MODEL.RESNET_UNET.FULL_RES_CHANNELS", "8"])
-       for name, losses in (("panoptic_unet_R_50_FPN_1x", ("loss_mask",)), ("panoptic_unet_R_50_FPN_3x", ("loss_mask",)),
-                            ("panoptic_unet_bmask_rcnn_R_50_FPN_1x", BMASK_LOSSES))},
+    # the COCO recipe (Base-Panoptic-UNet-FPN.yaml, which the 1x/3x Mask R-CNN configs are with another schedule),
+    # made small (its GN needs channels in multiples of 32)
+    "COCO-PanopticSegmentation/panoptic_unet_bmask_rcnn_R_50_FPN_1x.yaml": (BMASK_LOSSES, [
+        "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[64, 32, 32, 32, 32]", "MODEL.RESNET_UNET.FULL_RES_CHANNELS", "8"]),
 }
 PANOPTIC_METRICS = [f"panoptic_seg/{k}{s}" for k in ("PQ", "SQ", "RQ") for s in ("", "_th", "_st")]
 
