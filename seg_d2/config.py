@@ -70,6 +70,9 @@ def add_seg_d2_config(cfg):
     # [[name, panoptic_json, image_root, panoptic_root(, sem_seg_root)], ...]: COCO panoptic (tools/make_panoptic.py's
     # output), for PanopticFPN (evaluator "coco_panoptic_seg"); sem_seg_root: its separated semantic maps, to train
     cfg.SEG_D2.DATASETS.COCO_PANOPTIC = []
+    # one weight per DATASETS.TRAIN entry: each dataset's share of the sampled images, whatever its size (e.g. real
+    # vs synthetic); [] = detectron2's sampling, every image alike
+    cfg.SEG_D2.DATASETS.TRAIN_WEIGHTS = []
     cfg.SEG_D2.DATASETS.MODULES = []  # Python files (or module names) whose import registers datasets
 
     # --- Semantic segmentation: U-Net / FCN heads, losses, data, inference (issue 3) ---
