@@ -63,3 +63,21 @@ def test_train_loader_samples_a_small_dataset_at_its_weight():
     from_small = sum(f in small_files for f in seen)
     # weights 1 : 1 -> 32 expected from the 4 small-set images (binomial sd 4); uniform sampling: 64 * 4 / 44 = 5.8
     assert 16 <= from_small <= 48, from_small
+
+
+def test_a_resumed_weighted_stream_continues_where_it_stopped():
+    """seg_d2's exact --resume (ResumableDataStream) replays the weighted sampler: the batches after N are those
+    the uninterrupted stream gives."""
+    from seg_d2.engine import ResumableDataStream
+
+    names = ["seg_d2_shapes_sem_seg_train", "seg_d2_shapes_sem_seg_val"]
+    first = build_train_loader(_cfg([1.0, 3.0], names))
+    saved = ResumableDataStream(first).state_dict()  # what a checkpoint of the first run holds
+    full = iter(first)
+    files = [[x["file_name"] for x in next(full)] for _ in range(5)]
+    loader = build_train_loader(_cfg([1.0, 3.0], names))
+    stream = ResumableDataStream(loader)
+    assert stream.supported and saved
+    stream.resume(saved, num_batches=3)
+    resumed = iter(loader)
+    assert [[x["file_name"] for x in next(resumed)] for _ in range(2)] == files[3:]
