@@ -3,15 +3,12 @@ runs COCO's own ``panopticapi.evaluation.pq_compute``, plus the per-class figure
 and detectron2 leaves out."""
 import contextlib
 import copy
-import logging
 import os
 from unittest import mock
 
 from detectron2.evaluation import COCOPanopticEvaluator
 
 __all__ = ["PanopticEvaluator", "CityscapesPanopticEvaluator"]
-
-logger = logging.getLogger(__name__)
 
 
 class PanopticEvaluator(COCOPanopticEvaluator):
@@ -30,20 +27,12 @@ class PanopticEvaluator(COCOPanopticEvaluator):
         super().process(inputs, [{**o, "panoptic_seg": (o["panoptic_seg"][0], copy.deepcopy(o["panoptic_seg"][1]))}
                                  for o in outputs])
 
-    @contextlib.contextmanager
     def _counting(self, stats: list):
         """While COCOPanopticEvaluator evaluates: keep the per-class counts that pq_compute sums in
         pq_compute_multi_core, for panopticapi's own per-class averages."""
         import panopticapi.evaluation as pq_module
 
-        original = pq_module.pq_compute_multi_core
-
-        def pq_compute_multi_core(*args, **kwargs):
-            stats.append(original(*args, **kwargs))
-            return stats[-1]
-
-        with mock.patch.object(pq_module, "pq_compute_multi_core", pq_compute_multi_core):
-            yield
+        return _keeping_counts(pq_module, stats)
 
     def evaluate(self):
         stats = []
@@ -72,20 +61,26 @@ class CityscapesPanopticEvaluator(PanopticEvaluator):
         import panopticapi.evaluation as pq_module
         from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as cs
 
-        original = cs.pq_compute_multi_core
-
-        def pq_compute_multi_core(*args, **kwargs):
-            stats.append(original(*args, **kwargs))
-            return stats[-1]
-
         def cityscapes_pq(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None):
             out = self._output_dir or pred_folder
             return cs.evaluatePanoptic(gt_json_file, gt_folder, pred_json_file, pred_folder,
                                        os.path.join(out, "cityscapes_panoptic_results.json"))
 
-        with mock.patch.object(cs, "pq_compute_multi_core", pq_compute_multi_core), \
-                mock.patch.object(pq_module, "pq_compute", cityscapes_pq):
+        with _keeping_counts(cs, stats), mock.patch.object(pq_module, "pq_compute", cityscapes_pq):
             yield
+
+
+@contextlib.contextmanager
+def _keeping_counts(module, stats: list):
+    """``module.pq_compute_multi_core`` (panopticapi's or cityscapesscripts'), its PQStat appended to ``stats``."""
+    original = module.pq_compute_multi_core
+
+    def pq_compute_multi_core(*args, **kwargs):
+        stats.append(original(*args, **kwargs))
+        return stats[-1]
+
+    with mock.patch.object(module, "pq_compute_multi_core", pq_compute_multi_core):
+        yield
 
 
 def _categories(metadata):

@@ -114,7 +114,7 @@ def _paint_order(anns: List[dict], masks: Dict[int, np.ndarray], overlaps: str) 
     """Annotations in the order they claim pixels: each keeps only the pixels no earlier one took."""
     if overlaps == "later-on-top":  # the drawing order of the json: a later annotation covers an earlier one
         return sorted(anns, key=lambda a: -a["id"])
-    if overlaps == "smaller-on-top":  # small objects survive under large ones (occluders are usually nearer)
+    if overlaps == "smaller-on-top":  # a small object inside a large one stays visible (as in most label tools)
         return sorted(anns, key=lambda a: (int(masks[a["id"]].sum()), a["id"]))
     return sorted(anns, key=lambda a: a["id"])
 
