@@ -1,7 +1,6 @@
 """Instant train_net runs of every panoptic config (PanopticFPN with detectron2's, seg_d2's U-Net and FCN stuff
 heads, Mask R-CNN or BMask R-CNN things) on the panoptic shapes set: trained, then evaluated by PQ (panopticapi),
 AP and mIoU; and the --coco-panoptic flag on a set made by tools/make_panoptic.py."""
-import importlib.util
 import json
 import math
 
@@ -9,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import REPO, run_tool
-from tests.tools.test_train_net_instance import INSTANT, SMALL_R18, read_metrics
+from tests.tools.test_train_net_instance import INSTANT, SMALL_R18, read_metrics, train_net  # noqa: F401  (fixture)
 
 TRAIN_NET = REPO / "tools" / "train_net.py"
 CONFIGS = REPO / "configs"
@@ -28,14 +27,6 @@ PANOPTIC = {  # config -> (losses expected besides the semantic head's, extra op
         "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[64, 32, 32, 32, 32]", "MODEL.RESNET_UNET.FULL_RES_CHANNELS", "8"]),
 }
 PANOPTIC_METRICS = [f"panoptic_seg/{k}{s}" for k in ("PQ", "SQ", "RQ") for s in ("", "_th", "_st")]
-
-
-@pytest.fixture(scope="module")
-def train_net():
-    spec = importlib.util.spec_from_file_location("seg_d2_train_net_panoptic", TRAIN_NET)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _check_panoptic_metrics(final):
