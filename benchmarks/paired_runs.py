@@ -199,11 +199,6 @@ def append_result(path, record):
         f.write(json.dumps(record) + "\n")
 
 
-def load_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
 def mean_std(values):
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:

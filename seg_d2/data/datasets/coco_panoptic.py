@@ -303,8 +303,7 @@ def _read_json(path: str) -> dict:
 
 
 def load_coco_panoptic_separated(panoptic_json: str, image_root: str, panoptic_root: str,
-                                 sem_seg_root: Optional[str] = None, dataset_name: Optional[str] = None, *,
-                                 image_file: Optional[Callable[[dict], str]] = None) -> List[dict]:
+                                 sem_seg_root: Optional[str] = None, *, image_file: Optional[Callable[[dict], str]] = None) -> List[dict]:
     """Records for PanopticFPN: image, panoptic ground truth, its thing instances and (with
     ``sem_seg_root``) the separated semantic map. Category ids are contiguous (separated metadata).
     ``image_file(image entry)`` gives an image's path (default: ``image_root``/its file_name).
@@ -315,8 +314,6 @@ def load_coco_panoptic_separated(panoptic_json: str, image_root: str, panoptic_r
     """
     data = _read_json(panoptic_json)
     meta = panoptic_separated_metadata(data["categories"])
-    if dataset_name is not None:
-        MetadataCatalog.get(dataset_name).set(**{k: v for k, v in meta.items() if v is not None})
     thing_ids, stuff_ids = meta["thing_dataset_id_to_contiguous_id"], meta["stuff_dataset_id_to_contiguous_id"]
     images = {img["id"]: img for img in data["images"]}
     records = []
