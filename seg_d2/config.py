@@ -81,6 +81,7 @@ def add_seg_d2_config(cfg):
     add_deeplab_config(cfg)  # INPUT.CROP.SINGLE_CATEGORY_MAX_AREA, SOLVER.POLY_LR_POWER (WarmupPolyLR)
     # Optimizer of tools/train_net.py (seg_d2.solver.build_optimizer): "SGD" (detectron2's) or "ADAM".
     cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.ADAM_BETAS = [0.9, 0.999]  # Adam's (beta1, beta2); GANs use beta1 0.5 (pix2pix, DCGAN)
     _add_sem_seg_config(cfg)
 
     # BMask R-CNN's boundary-preserving mask head (Cheng et al., ECCV 2020): MODEL.ROI_HEADS.NAME
@@ -113,6 +114,21 @@ def add_seg_d2_config(cfg):
     cfg.MODEL.MASK_SCORING.CONV_DIM = 256  # width of those convs
     cfg.MODEL.MASK_SCORING.FC_DIM = 1024  # width of its two hidden FC layers
     cfg.MODEL.MASK_SCORING.LOSS_WEIGHT = 1.0  # weight of the L2 mask-IoU loss
+
+    # pix2pix label map -> image generator (Isola et al. 2017): MODEL.META_ARCHITECTURE "Pix2Pix". Its classes and
+    # ignore label are MODEL.SEM_SEG_HEAD.NUM_CLASSES / IGNORE_VALUE, its image channels len(MODEL.PIXEL_MEAN).
+    cfg.MODEL.PIX2PIX = CN()
+    cfg.MODEL.PIX2PIX.GENERATOR_CHANNELS = 32  # first-level channels of the U-Net generator (doubling per level)
+    cfg.MODEL.PIX2PIX.GENERATOR_DEPTH = 4  # levels of the U-Net generator, the bottleneck included
+    cfg.MODEL.PIX2PIX.DISCRIMINATOR_CHANNELS = 32  # first-layer channels of the PatchGAN discriminator
+    cfg.MODEL.PIX2PIX.DISCRIMINATOR_LAYERS = 3  # stride-2 layers of the PatchGAN (3: 70x70-pixel patches)
+    cfg.MODEL.PIX2PIX.NORM = "BN"  # normalization of both nets ("BN" as pix2pix, "GN", "")
+    cfg.MODEL.PIX2PIX.L1_WEIGHT = 100.0  # weight of the L1 loss to the real image (the paper's lambda)
+    cfg.MODEL.PIX2PIX.GAN_LOSS = "vanilla"  # "vanilla" (the paper's cross-entropy) or "lsgan" (least squares)
+    cfg.MODEL.PIX2PIX.INSTANCE_EDGES = False  # add an instance edge channel to the input (needs instances)
+    cfg.MODEL.PIX2PIX.MAX_PIXEL_VALUE = 255.0  # the images' white (65535 for 16-bit), mapped to the tanh's 1
+    cfg.MODEL.PIX2PIX.SAMPLE_PERIOD = 200  # iterations between sample grids (label | generated | real) in OUTPUT_DIR/samples; 0 = none
+    cfg.MODEL.PIX2PIX.SAMPLE_IMAGES = 4  # images of each sample grid, from the first test dataset
 
 
 def _add_sem_seg_config(cfg):

@@ -23,4 +23,5 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
     )
     return maybe_add_gradient_clipping(cfg, torch.optim.Adam)(params, lr=cfg.SOLVER.BASE_LR,
+                                                              betas=tuple(cfg.SOLVER.ADAM_BETAS),
                                                               weight_decay=cfg.SOLVER.WEIGHT_DECAY)

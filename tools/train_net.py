@@ -15,6 +15,7 @@ Your own data, no Python needed (see README, "Use your own data"):
 --config-file takes a file, or one of seg_d2's configs by its path under configs/ from any folder.
 """
 import logging
+import os
 import weakref
 
 # seg_d2 before detectron2: its import silences the torch.jit deprecation warnings of detectron2's and fvcore's imports
@@ -31,10 +32,12 @@ from seg_d2 import apply_cpu_fallback, get_cfg, model_zoo
 from seg_d2.compat import create_ddp_model, restart_data_loader
 from seg_d2.data import (
     add_dataset_arguments, build_test_loader, build_train_loader, check_datasets_registered, check_model_and_data,
-    check_test_datasets_not_empty, merge_dataset_arguments, register_datasets_from_config, restore_config_options,
-    set_num_classes_from_data, warn_if_data_and_input_sizes_disagree,
+    check_test_datasets_not_empty, merge_dataset_arguments, reads_label_maps, register_datasets_from_config,
+    restore_config_options, set_num_classes_from_data, warn_if_data_and_input_sizes_disagree,
 )
-from seg_d2.engine import GuardedTrainer, ResumableDataStream, SegD2Checkpointer, get_rng_state, set_rng_state
+from seg_d2.engine import (
+    GuardedTrainer, ResumableDataStream, SampleGrids, SegD2Checkpointer, get_rng_state, set_rng_state,
+)
 from seg_d2.evaluation import build_evaluator_with_visualization
 from seg_d2.solver import build_optimizer
 from seg_d2.modeling import check_model_config
@@ -108,6 +111,15 @@ class Trainer(DefaultTrainer):
             self._trainer.load_state_dict(state_dict["_trainer"])
         self._resumed_rng = state_dict.get("rng")
         self._resumed_data = state_dict.get("data_stream", {})
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        p = self.cfg.MODEL.PIX2PIX
+        if reads_label_maps(self.cfg) and p.SAMPLE_PERIOD > 0 and self.cfg.DATASETS.TEST:
+            # a generator's progress, seen: label | generated | real grids in OUTPUT_DIR/samples
+            hooks.insert(-1, SampleGrids(self.cfg, self.cfg.DATASETS.TEST[0], p.SAMPLE_PERIOD, p.SAMPLE_IMAGES,
+                                         os.path.join(self.cfg.OUTPUT_DIR, "samples")))
+        return hooks
 
     @classmethod
     def build_model(cls, cfg):

@@ -27,7 +27,7 @@ from .datasets.coco_instances import COCOFormatError, json_categories
 __all__ = ["check_sem_seg_model_and_data", "check_instance_model_and_data", "check_model_and_data",
            "check_test_datasets_not_empty", "warn_if_data_and_input_sizes_disagree",
            "check_datasets_registered", "dataset_ignore_label", "dataset_thing_classes", "instance_num_classes_key",
-           "set_num_classes_from_data", "uses_sem_seg_model"]
+           "reads_label_maps", "set_num_classes_from_data", "uses_sem_seg_model"]
 
 _MAX_LISTED = 20
 _FROM_DATA = "(0: taken from the data by tools/train_net.py, or seg_d2.data.set_num_classes_from_data)"
@@ -37,11 +37,21 @@ def uses_sem_seg_model(cfg) -> bool:
     """Whether ``MODEL.META_ARCHITECTURE`` is detectron2's SemanticSegmentor or PanopticFPN, or a subclass
     (such as SegD2SemanticSegmentor): a model with a per-pixel classifier of ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``
     outputs for the ``stuff_classes`` of its datasets (for PanopticFPN: "things" and the stuff classes)."""
+    arch = _meta_arch(cfg)
+    return isinstance(arch, type) and (issubclass(arch, (SemanticSegmentor, PanopticFPN)) or reads_label_maps(cfg))
+
+
+def reads_label_maps(cfg) -> bool:
+    """Whether the model takes the label maps as its input, in inference too (``reads_label_maps`` on the class:
+    seg_d2's Pix2Pix generator): its test loaders read them, its class count is checked like a semantic model's."""
+    return bool(getattr(_meta_arch(cfg), "reads_label_maps", False))
+
+
+def _meta_arch(cfg):
     try:
-        arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+        return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
     except KeyError:
-        return False
-    return isinstance(arch, type) and issubclass(arch, (SemanticSegmentor, PanopticFPN))
+        return None
 
 
 def _classes(classes) -> str:

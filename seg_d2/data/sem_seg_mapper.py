@@ -9,7 +9,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 
-from .checks import dataset_ignore_label
+from .checks import dataset_ignore_label, reads_label_maps
 from .sem_seg_io import SemSegDataError, read_image, read_label_map
 
 __all__ = ["SemSegDatasetMapper", "build_sem_seg_augmentations", "apply_segmentation"]
@@ -85,8 +85,8 @@ class _SemSegAugInput(T.AugInput):
 
 class SemSegDatasetMapper:
     """Maps a dataset dict with ``file_name`` and ``sem_seg_file_name`` to the model's input:
-    ``image`` (C x H x W tensor, C = 1 for ``INPUT.FORMAT`` "L", else 3) and, in training,
-    ``sem_seg`` (H x W int64 tensor).
+    ``image`` (C x H x W tensor, C = 1 for ``INPUT.FORMAT`` "L", else 3) and, in training (or with
+    ``read_labels``: for a model that takes label maps as input), ``sem_seg`` (H x W int64 tensor).
 
     Images and label maps go through :mod:`seg_d2.data.sem_seg_io` (8/16-bit, gray/RGB, PNG/JPEG/TIFF
     images; PNG or ``.npy`` label maps). Training drops nothing: a bad file raises a clear error,
@@ -104,6 +104,7 @@ class SemSegDatasetMapper:
         ignore_label: int = 255,
         dataset_ignore_label: Optional[int] = None,
         num_classes: Optional[int] = None,
+        read_labels: Optional[bool] = None,
     ):
         """
         Args:
@@ -116,6 +117,7 @@ class SemSegDatasetMapper:
             num_classes: the model's ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (1: binary, labels 0 and 1).
                 Label values outside ``[0, max(num_classes, 2))`` other than the dataset ignore label
                 raise :class:`SemSegDataError`. None: not checked.
+            read_labels: read the label maps; None: in training only.
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -123,20 +125,23 @@ class SemSegDatasetMapper:
         self.ignore_label = ignore_label
         self.dataset_ignore_label = ignore_label if dataset_ignore_label is None else dataset_ignore_label
         self.num_classes = num_classes
+        self.read_labels = is_train if read_labels is None else read_labels
         logging.getLogger(__name__).info(
             f"[SemSegDatasetMapper] {'train' if is_train else 'test'} augmentations: {augmentations}"
         )
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
+        read_labels = is_train or reads_label_maps(cfg)  # in inference only a generator's input (Pix2Pix)
         return {
             "is_train": is_train,
             "augmentations": build_sem_seg_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            # only training reads label maps
-            "dataset_ignore_label": dataset_ignore_label(cfg.DATASETS.TRAIN) if is_train else None,
+            "dataset_ignore_label": dataset_ignore_label(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
+            if read_labels else None,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "read_labels": read_labels,
         }
 
     def _check_and_remap(self, label: np.ndarray, path: str) -> np.ndarray:
@@ -167,7 +172,7 @@ class SemSegDatasetMapper:
         dataset_dict.setdefault("height", image.shape[0])
         dataset_dict.setdefault("width", image.shape[1])
         label: Optional[np.ndarray] = None
-        if self.is_train:
+        if self.read_labels:
             if "sem_seg_file_name" not in dataset_dict:
                 raise SemSegDataError(f"Dataset dict of {dataset_dict['file_name']} has no 'sem_seg_file_name'")
             label = read_label_map(dataset_dict["sem_seg_file_name"])

@@ -57,6 +57,34 @@ def check_weight_shapes(incompatible, path: str) -> None:
         + f". Pass the config they were trained with: the training run's OUTPUT_DIR/config.yaml{where}.")
 
 
+def check_weights_complete(incompatible, path: str) -> None:
+    """Raise :class:`IncompatibleWeightsError` if the weights lack some of the model's parameters or buffers (e.g.
+    a Mask R-CNN checkpoint for a Pix2Pix config): those would stay randomly initialised, which is right for
+    fine-tuning a new head, and wrong for inference, evaluation and export."""
+    missing = list(incompatible.missing_keys)
+    if not missing:
+        return
+    unexpected = list(incompatible.unexpected_keys)
+    other = (f"; the weights have {len(unexpected)} tensors the model lacks, such as {unexpected[:3]}: they are of "
+             f"another model" if unexpected else "")
+    raise IncompatibleWeightsError(
+        f"Weights {path}{_arch_of(path)} do not fit this config's model: they lack {len(missing)} of its tensors, "
+        f"such as {missing[:3]}{other}. Pass the weights of a model trained with this config, or the config they "
+        f"were trained with (the training run's OUTPUT_DIR/config.yaml).")
+
+
+def _arch_of(path: str) -> str:
+    """", a <META_ARCHITECTURE> model's" from the config.yaml beside ``path`` (a training run's), else ""."""
+    config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.yaml")
+    try:
+        with open(config) as f:
+            arch = next((line.split(":", 1)[1].strip().strip("'\"") for line in f
+                         if line.strip().startswith("META_ARCHITECTURE:")), None)
+    except OSError:
+        return ""
+    return f", a {arch} model's per {config}" if arch else ""
+
+
 def _fsync_dir(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -182,6 +210,7 @@ class SegD2Checkpointer(DetectionCheckpointer):
         incompatible = super()._load_model(checkpoint)
         if self.strict_shapes:
             check_weight_shapes(incompatible, self._loading or "(weights)")
+            check_weights_complete(incompatible, self._loading or "(weights)")
         return incompatible
 
     def _load_file(self, filename: str) -> Dict[str, Any]:

@@ -48,22 +48,30 @@ class GuardedTrainer(SimpleTrainer):
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
 
-        loss_dict = self.model(data)
-        if isinstance(loss_dict, torch.Tensor):
-            loss_dict = {"total_loss": loss_dict}
-        bad = self._nonfinite_terms(loss_dict)
-        if bad:
-            self._handle_nonfinite(bad)
-            return
-        losses = sum(loss_dict.values())
-        self.optimizer.zero_grad()
-        losses.backward()
-        self._write_metrics(loss_dict, data_time)
-        bad = self._nonfinite_gradients()
-        if bad:
-            self._handle_nonfinite(bad, what="gradients")
-            return
-        self.optimizer.step()
+        # a model trained in alternating steps (a GAN: discriminator, then generator) names them in its
+        # ``training_steps``: each is a forward with ``step=``, a backward and an optimizer step. The one optimizer
+        # then moves only the parameters that step gave gradients (zero_grad leaves the others' None: skipped).
+        steps = getattr(getattr(self.model, "module", self.model), "training_steps", None)
+        logged = {}
+        for step in steps or (None,):
+            loss_dict = self.model(data) if step is None else self.model(data, step=step)
+            if isinstance(loss_dict, torch.Tensor):
+                loss_dict = {"total_loss": loss_dict}
+            bad = self._nonfinite_terms(loss_dict)
+            if bad:
+                self._handle_nonfinite(bad)
+                return
+            losses = sum(loss_dict.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.backward()
+            logged.update(loss_dict)
+            bad = self._nonfinite_gradients()
+            if bad:
+                self._write_metrics(logged, data_time)
+                self._handle_nonfinite(bad, what="gradients")
+                return
+            self.optimizer.step()
+        self._write_metrics(logged, data_time)
 
     @staticmethod
     def _nonfinite_terms(loss_dict):

@@ -4,3 +4,4 @@ from .boundary_iou import BoundaryCOCOeval, boundary_iou, mask_to_boundary
 from .coco_evaluation import COCOBoundaryEvaluator, evaluate_boundary_on_coco
 from .sem_seg_evaluation import SemSegBoundaryEvaluator
 from .panoptic_evaluation import CityscapesPanopticEvaluator, PanopticEvaluator
+from .synthesis_evaluation import ImageSynthesisEvaluator

@@ -12,4 +12,6 @@ from .resnet_unet_backbone import build_resnet_unet_backbone, build_resnet_unet_
 from .semantic_segmentor import SegD2SemanticSegmentor  # noqa: F401  (META_ARCH_REGISTRY)
 from .unet_backbone import build_unet_backbone  # noqa: F401  (BACKBONE_REGISTRY)
 from .unet_head import UNetHead  # noqa: F401  (SEM_SEG_HEADS_REGISTRY)
+# Label map -> image generation: pix2pix (Isola 2017) on seg_d2's U-Net.
+from .pix2pix import Pix2Pix  # noqa: F401  (META_ARCH_REGISTRY)
 from .config_checks import check_model_config  # noqa: F401
