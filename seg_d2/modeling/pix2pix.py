@@ -168,7 +168,8 @@ class Pix2Pix(nn.Module):
         logits, _ = self.decoder.layers(self.encoder(labels))
         return torch.tanh(logits)
 
-    def _check(self, x: dict, with_image: bool):
+    def check_input(self, x: dict, with_image: bool = False):
+        """Raise :class:`LabelMapError`, naming the file, for an input the generator cannot take."""
         name = x.get("sem_seg_file_name", x.get("file_name", "an input without a file name"))
         if "sem_seg" not in x:
             raise LabelMapError(f"{name}: Pix2Pix needs the label map ('sem_seg'), the dict has {sorted(x)}")
@@ -213,7 +214,7 @@ class Pix2Pix(nn.Module):
         """Padded label channels (N, C_in, H, W), images in [-1, 1] or None, the valid-pixel mask (N, 1, H, W)
         and each input's size."""
         for x in batched_inputs:
-            self._check(x, with_image)
+            self.check_input(x, with_image)
         sizes = [tuple(x["sem_seg"].shape) for x in batched_inputs]
         d = self.size_divisibility
         h = -(-max(s[0] for s in sizes) // d) * d

@@ -39,6 +39,31 @@ def write_dataset_once(root: str, write: Callable[[str], None]) -> bool:
     return True
 
 
+def check_output_folder(out_dir: str, overwrite: bool, error=ValueError) -> None:
+    """Refuse (``error``) an ``out_dir`` that exists and is not empty, unless ``overwrite``: a tool's output
+    never lands in, or silently replaces, a folder that holds a dataset already."""
+    if os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise error(f"Output folder {out_dir} exists and is not empty: choose another, or overwrite it (--overwrite)")
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str):
+    """Yield a temporary folder beside ``out_dir`` to write into; when the block ends without an error it
+    replaces ``out_dir`` (check it first with :func:`check_output_folder`), otherwise it is deleted: nothing is
+    ever left written half-way."""
+    out_dir = os.path.abspath(out_dir)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}_tmp_", dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.rename(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _exclusive_lock(path: str):
     if fcntl is None:

@@ -18,8 +18,6 @@ import collections
 import json
 import logging
 import os
-import shutil
-import tempfile
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -31,6 +29,7 @@ from detectron2.structures import BoxMode
 
 from ..sem_seg_io import LABEL_EXTS, read_label_map
 from ..image_io import DataFileError
+from ._atomic import check_output_folder, staged_folder
 from .coco_instances import validate_coco_json
 
 __all__ = ["PanopticDataError", "make_coco_panoptic", "panoptic_categories", "read_panoptic_ids", "separated_map", "panoptic_separated_metadata", "load_coco_panoptic_separated",
@@ -212,9 +211,7 @@ def make_coco_panoptic(instances_json: str, sem_seg_dir: str, classes: Sequence[
     """
     if overlaps not in OVERLAPS:
         raise ValueError(f"overlaps must be one of {OVERLAPS}, got {overlaps!r}")
-    if os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
-        raise PanopticDataError(f"Output folder {out_dir} exists and is not empty: choose another, or overwrite it "
-                                f"(--overwrite)")
+    check_output_folder(out_dir, overwrite, PanopticDataError)
     dataset = validate_coco_json(instances_json)  # schema, ids, masks and categories, the file named
     classes = list(classes)
     things = dataset["categories"]
@@ -230,11 +227,7 @@ def make_coco_panoptic(instances_json: str, sem_seg_dir: str, classes: Sequence[
     for ann in dataset["annotations"]:
         by_image[ann["image_id"]].append(ann)
 
-    out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}_tmp_", dir=parent)
-    try:
+    with staged_folder(out_dir) as tmp:
         pan_dir, sem_dir = (os.path.join(tmp, PANOPTIC_LAYOUT[k]) for k in ("panoptic_root", "sem_seg_root"))
         annotations, hidden = [], 0
         for img in sorted(dataset["images"], key=lambda x: x["id"]):
@@ -259,11 +252,6 @@ def make_coco_panoptic(instances_json: str, sem_seg_dir: str, classes: Sequence[
         panoptic = {"images": dataset["images"], "annotations": annotations, "categories": categories}
         with open(os.path.join(tmp, PANOPTIC_LAYOUT["json"]), "w") as f:
             json.dump(panoptic, f)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.rename(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     n_seg = sum(len(a["segments_info"]) for a in annotations)
     logger.info(f"Wrote COCO panoptic {out_dir}: {len(annotations)} images, {n_seg} segments, {len(things)} thing "
                 f"and {len(stuff_names)} stuff categories {stuff_names}"
