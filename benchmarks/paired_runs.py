@@ -219,36 +219,37 @@ def print_table(head, rows):
         print(fmt(r))
 
 
-def print_comparison(runs, get, paired, dataset, variants, seeds, args):
+def print_comparison(runs, get, paired, dataset, variants, seeds, args, baseline="stock"):
     """One dataset's table: each figure of ``get`` (label -> f(run)) as mean ± std over the seeds per variant, the
-    ratio of each variant's mean to stock's, and for the ``paired`` labels each variant's difference to stock paired
-    by seed (same data order). Returns {label: {variant: (mean, std)}}."""
+    ratio of each variant's mean to the ``baseline`` variant's, and for the ``paired`` labels each variant's difference
+    to the baseline paired by seed (same data order). Returns {label: {variant: (mean, std)}}."""
     variants = list(variants)
     stats = {label: {v: mean_std([fn(f) for f in runs[v]]) for v in variants} for label, fn in get.items()}
-    others = [v for v in variants if v != "stock"] if "stock" in variants else []
+    others = [v for v in variants if v != baseline] if baseline in variants else []
     print(f"\n### {dataset}: {len(seeds)} seed(s) {','.join(map(str, seeds))}, {args.iters} iterations each, "
           f"device {args.device}, torch threads {args.threads or torch.get_num_threads()}; mean ± std over seeds")
-    head = ["figure"] + variants + [f"{v}/stock" for v in others]
+    head = ["figure"] + variants + [f"{v}/{baseline}" for v in others]
     rows = []
     for label, by_variant in stats.items():
         digits = 4 if "s/" in label else 2
         rows.append([label] + [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in (by_variant[v] for v in variants)]
-                    + [ratio(by_variant[v][0], by_variant["stock"][0]) for v in others])
+                    + [ratio(by_variant[v][0], by_variant[baseline][0]) for v in others])
     for key in paired:
         for v in others:
-            m, s = mean_std([get[key](a) - get[key](b) for a, b in zip(runs[v], runs["stock"])])
-            rows.append([f"{key} {v} - stock, paired"] + [""] * (len(variants) + len(others)))
+            m, s = mean_std([get[key](a) - get[key](b) for a, b in zip(runs[v], runs[baseline])])
+            rows.append([f"{key} {v} - {baseline}, paired"] + [""] * (len(variants) + len(others)))
             rows[-1][1 + variants.index(v)] = f"{m:+.2f} ± {s:.2f}"
     print_table(head, rows)
     return stats
 
 
-def run_paired(args, datasets, variants, seeds, child_cmd, results_path, start):
+def run_paired(args, datasets, variants, seeds, child_cmd, results_path, start, timed=True):
     """Train every (dataset, seed, variant) that ``results_path`` lacks (for ``args.iters``), ``args.jobs``
     processes at a time: variants in groups of ``args.jobs`` (--variants order: the first with the next), one
     seed's group after the other, so that a compared pair trains side by side; once a seed's variants are all
     trained, its inference timing job goes first. ``child_cmd("--_train", v, d, s)`` and
-    ``child_cmd("--_infer", "v1,v2", d, s)`` are the commands. Returns the names of failed jobs."""
+    ``child_cmd("--_infer", "v1,v2", d, s)`` are the commands (no timing jobs unless ``timed``). Returns the names
+    of failed jobs."""
     done = read_results(results_path)
     train_key = lambda d, s, v: ("train", d, s, v)  # noqa: E731
     infer_key = lambda d, s: ("infer", d, s, ",".join(variants))  # noqa: E731
@@ -265,7 +266,7 @@ def run_paired(args, datasets, variants, seeds, child_cmd, results_path, start):
     def on_trained(d, s):
         def done_cb(rc):
             trained_left[(d, s)] -= 1
-            if rc == 0 and trained_left[(d, s)] == 0:  # every variant of this seed trained: time them
+            if timed and rc == 0 and trained_left[(d, s)] == 0:  # every variant of this seed trained: time them
                 front.append(infer_job(d, s))
         return done_cb
 
@@ -274,7 +275,7 @@ def run_paired(args, datasets, variants, seeds, child_cmd, results_path, start):
                      os.path.join(args.out, d, str(s), v, "train.log"), on_trained(d, s)))
     for d in datasets:  # trained earlier but never timed with this set of variants
         for s in seeds:
-            if trained_left[(d, s)] == 0 and infer_key(d, s) not in done:
+            if timed and trained_left[(d, s)] == 0 and infer_key(d, s) not in done:
                 jobs.append(infer_job(d, s))
     failed = run_pool(_FrontQueue(jobs, front), args.jobs, start)
     print(f"== benchmark wall time this start: {time.time() - start:.0f} s; failed: {failed or 'none'}", flush=True)
@@ -335,10 +336,14 @@ def argument_parser(description, datasets, variants, default_datasets, default_v
     return parser
 
 
-def main(script, parser, datasets_known, variants_known, train_one, time_inference, timing_defaults, title, report):
+def main(script, parser, datasets_known, variants_known, train_one, time_inference, timing_defaults, title, report,
+         forward=()):
     """Parse; in a child, train or time and record; else run (or, --report-only, read) the benchmark, print
-    ``title`` and ``report(figures, dataset, variants, seeds, args)`` for each dataset whose runs are all done."""
+    ``title`` and ``report(figures, dataset, variants, seeds, args)`` for each dataset whose runs are all done.
+    ``forward``: the script's own options (dests) handed on to the children, whose ``train_one`` gets ``args``
+    (``os.environ["SEG_D2_BENCH_ARGS"]``, json) as well; ``time_inference`` None: nothing timed."""
     args = parser.parse_args()
+    os.environ["SEG_D2_BENCH_ARGS"] = json.dumps({k: getattr(args, k) for k in forward})
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO, "datasets"))
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -372,10 +377,11 @@ def main(script, parser, datasets_known, variants_known, train_one, time_inferen
     def child_cmd(*extra):
         return [sys.executable, "-W", "ignore", os.path.abspath(script), "--iters", str(args.iters),
                 "--device", args.device, "--out", args.out, "--threads", str(args.threads),
-                "--eval-at", args.eval_at, "--rounds", str(args.rounds), *extra]
+                "--eval-at", args.eval_at, "--rounds", str(args.rounds),
+                *[a for k in forward for a in (f"--{k.replace('_', '-')}", str(getattr(args, k)))], *extra]
 
     if not args.report_only:
-        run_paired(args, datasets, variants, seeds, child_cmd, results_path, start)
+        run_paired(args, datasets, variants, seeds, child_cmd, results_path, start, timed=time_inference is not None)
     done = read_results(results_path)
     figures, missing = collect_figures(done, datasets, seeds, variants, args.iters, timing_defaults)
     if missing:

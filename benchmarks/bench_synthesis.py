@@ -1,0 +1,213 @@
+#!/usr/bin/env python
+"""Benchmark: do generated image/label pairs help a U-Net when labelled images are few? Real only vs real + synthetic
+vs synthetic only, evaluated on the real validation images (mIoU, mDice, mBoundaryIoU), over seeds.
+
+For each dataset (the real aerial buildings of ../shared/data/make_real_buildings.py, the shapes scenes), each
+training-set size (4 or 8 labelled images drawn by the seed, or all) and each seed:
+- real: seg_d2's U-Net (the quick-start classic U-Net recipe, configs/Shapes-SemanticSegmentation/
+  unet_classic_c16_d3_scratch_adam_bs4_160it.yaml, for --iters) on the labelled images alone;
+- real+synthetic: the same, on those images plus --synthetic-num generated pairs, drawn --mix (real:synthetic, by
+  SEG_D2.DATASETS.TRAIN_WEIGHTS, so that synthetic data cannot swamp the real), the same iterations;
+- synthetic: on the generated pairs alone (train on synthetic, test on real: a measure of the generator itself).
+The generated pairs come from a Pix2Pix (configs/OwnData-ImageSynthesis/, --gen-iters) trained on the same
+labelled images only, painting new label maps drawn from them (--masks: warp+paste, warp, or copy: the training
+maps unchanged); it is trained once per (dataset, seed), by the first run that needs it, under a file lock.
+
+Each finished run is appended to OUT/results.jsonl and skipped when started again (--report-only prints the tables);
+runs are single-thread processes, two at a time (real and real+synthetic of a seed side by side):
+
+    nohup python benchmarks/bench_synthesis.py --out bench_out/synthesis --jobs 2 --threads 1 > bench_synthesis.log 2>&1 &
+"""
+import contextlib
+import json
+import os
+
+import numpy as np
+
+import paired_runs  # benchmarks/paired_runs.py
+from paired_runs import load_train_net, mean_std, print_comparison, real_buildings_root, train_and_record
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNET = os.path.join(REPO, "configs", "Shapes-SemanticSegmentation", "unet_classic_c16_d3_scratch_adam_bs4_160it.yaml")
+GENERATOR = os.path.join(REPO, "configs", "OwnData-ImageSynthesis", "pix2pix_unet_c32_d4_bs4_600it.yaml")
+BASES = {  # base -> (classes, train set, val set, size options, label maps flipped upside down too)
+    "real_buildings": (["background", "building"], "bench_real_buildings_train", "bench_real_buildings_val",
+                       ["INPUT.MIN_SIZE_TRAIN", "(150,)", "INPUT.MIN_SIZE_TEST", "150"], True),
+    "shapes": (["background", "circle", "square", "triangle", "star"], "seg_d2_shapes_sem_seg_train",
+               "seg_d2_shapes_sem_seg_val", ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MIN_SIZE_TEST", "128"], False),
+}
+DATASETS = {f"{b}{f'_{k}' if k else ''}": (b, k) for b in BASES for k in (4, 8, None)}  # name -> (base, labelled)
+VARIANTS = ("real", "real+synthetic", "synthetic")
+FIGURES = [("mIoU", "mIoU"), ("mDice", "mDice"), ("mBoundaryIoU", "mBoundaryIoU")]
+
+
+def _register(dataset, seed):
+    """The labelled subset of ``dataset`` for ``seed`` (its own name), and the val set."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from seg_d2.data.datasets import register_sem_seg_folder
+
+    base, k = DATASETS[dataset]
+    classes, train, val, _, _ = BASES[base]
+    if base == "real_buildings":
+        root = real_buildings_root()
+        for split, name in (("train", train), ("val", val)):
+            if name not in DatasetCatalog:
+                register_sem_seg_folder(name, os.path.join(root, split), os.path.join(root, f"{split}_semseg"), classes)
+    subset = f"bench_{dataset}_seed{seed}_train"
+    if subset not in DatasetCatalog:
+        dicts = sorted(DatasetCatalog.get(train), key=lambda d: d["file_name"])
+        if k:
+            dicts = [dicts[i] for i in sorted(np.random.default_rng(seed).choice(len(dicts), k, replace=False))]
+        DatasetCatalog.register(subset, lambda d=dicts: d)
+        meta = MetadataCatalog.get(train)
+        MetadataCatalog.get(subset).set(stuff_classes=list(meta.stuff_classes), ignore_label=meta.get("ignore_label", 255),
+                                        evaluator_type="sem_seg")
+    return subset, val
+
+
+@contextlib.contextmanager
+def _locked(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
+        if fcntl:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_synthetic(dataset, seed, subset, val, device, opts, root):
+    """Train the generator on ``subset`` and write its pairs, once per (dataset, seed); returns the synthetic set's
+    folder and the generator's record (its val L1/PSNR, wall time, parameters)."""
+    import time
+
+    import torch
+
+    from detectron2.data import DatasetCatalog
+    from detectron2.modeling import build_model
+
+    from seg_d2 import get_cfg
+    from seg_d2.data.datasets import register_sem_seg_folder
+    from seg_d2.data.synthesis import SYNTHETIC_LAYOUT, synthesize_dataset
+    from seg_d2.engine import SegD2Checkpointer
+
+    base, _ = DATASETS[dataset]
+    classes, _, _, sizes, vertical = BASES[base]
+    gen_dir, synth_dir = os.path.join(root, "generator"), os.path.join(root, "synthetic")
+    record_path = os.path.join(gen_dir, "record.json")
+    with _locked(os.path.join(root, "generator.lock")):
+        cfg = get_cfg()
+        cfg.merge_from_file(GENERATOR)
+        cfg.merge_from_list(["MODEL.DEVICE", device, "SEED", str(seed), "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(len(classes)),
+                             "DATASETS.TRAIN", f"('{subset}',)", "DATASETS.TEST", f"('{val}',)", *sizes,
+                             "SOLVER.MAX_ITER", str(opts["gen_iters"]), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9),
+                             "MODEL.PIX2PIX.SAMPLE_PERIOD", str(opts["gen_iters"]), "OUTPUT_DIR", gen_dir])
+        cfg.freeze()
+        if not os.path.isfile(record_path):
+            from detectron2.utils.env import seed_all_rng
+
+            seed_all_rng(seed)
+            trainer = load_train_net().Trainer(cfg)
+            trainer.resume_or_load(resume=False)
+            start = time.perf_counter()
+            trainer.train()
+            record = {"wall_s": time.perf_counter() - start, "iters": opts["gen_iters"],
+                      "params": sum(p.numel() for p in trainer.model.parameters()),
+                      "val": trainer._last_eval_results.get("image_synthesis", {})}
+            with open(record_path, "w") as f:
+                json.dump(record, f)
+        with open(record_path) as f:
+            record = json.load(f)
+        if not os.path.isfile(os.path.join(synth_dir, SYNTHETIC_LAYOUT["manifest"])):
+            from seg_d2.data.sem_seg_io import read_label_map
+
+            model = build_model(cfg)
+            SegD2Checkpointer(model, strict_shapes=True).load(os.path.join(gen_dir, "model_final.pth"))
+            source = [(d["sem_seg_file_name"], read_label_map(d["sem_seg_file_name"]).astype(np.int64))
+                      for d in DatasetCatalog.get(subset)]
+            with torch.no_grad():
+                synthesize_dataset(model, source, classes, synth_dir, num=opts["synthetic_num"], seed=seed,
+                                   mask_mode=opts["masks"], object_classes=list(range(1, len(classes))),
+                                   vertical_flip=vertical, image_format=cfg.INPUT.FORMAT, overwrite=True,
+                                   provenance={"config": GENERATOR, "weights": os.path.join(gen_dir, "model_final.pth")})
+    name = f"bench_{dataset}_seed{seed}_synthetic"
+    if name not in DatasetCatalog:
+        register_sem_seg_folder(name, os.path.join(synth_dir, "images"), os.path.join(synth_dir, "labels"), classes)
+    return name, record
+
+
+def summarize(results):
+    return {"sem_seg": {k: v for k, v in results.get("sem_seg", {}).items() if "-" not in k or k.startswith("IoU-")}}
+
+
+def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
+    import seg_d2  # noqa: F401
+    from seg_d2 import get_cfg
+
+    opts = json.loads(os.environ["SEG_D2_BENCH_ARGS"])
+    subset, val = _register(dataset, seed)
+    base, _ = DATASETS[dataset]
+    classes, _, _, sizes, _ = BASES[base]
+    train, weights, generator = [subset], [], None
+    if variant != "real":
+        synthetic, generator = ensure_synthetic(dataset, seed, subset, val, device, opts,
+                                                os.path.dirname(out_dir.rstrip("/")))
+        train, weights = ([subset, synthetic], [float(x) for x in opts["mix"].split(":")]) \
+            if variant == "real+synthetic" else ([synthetic], [])
+    cfg = get_cfg()
+    cfg.merge_from_file(UNET)
+    cfg.merge_from_list([
+        "MODEL.DEVICE", device, "SEED", str(seed), "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(len(classes)),
+        "DATASETS.TRAIN", str(tuple(train)), "DATASETS.TEST", f"('{val}',)", "SEG_D2.DATASETS.TRAIN_WEIGHTS", str(weights),
+        *sizes, "SOLVER.MAX_ITER", str(iters), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9), "TEST.EVAL_PERIOD", "0",
+        "TEST.VIS_NUM_IMAGES", "0", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", out_dir])
+    cfg.freeze()
+    record = train_and_record(load_train_net().Trainer, cfg, iters, eval_at, device, summarize)
+    return {**record, "train_sets": train, "train_weights": weights, "generator": generator,
+            "bench_options": opts}
+
+
+def report(figures, dataset, variants, seeds, args):
+    runs = {v: [figures[(dataset, s, v)] for s in seeds] for v in variants}
+    get = {label: (lambda k: lambda f: f["results"].get("sem_seg", {}).get(k, float("nan")))(key) for label, key in FIGURES}
+    get["train s/iter"] = lambda f: f["train_s_per_iter"]
+    stats = print_comparison(runs, get, ("mIoU", "mBoundaryIoU"), dataset, variants, seeds, args, baseline="real")
+    gens = [f["generator"] for f in runs.get("real+synthetic", []) if f.get("generator")]
+    if gens:
+        l1, psnr = mean_std([g["val"].get("L1", float("nan")) for g in gens]), mean_std([g["val"].get("PSNR", float("nan")) for g in gens])
+        print(f"  generator ({dataset}): val L1 {l1[0]:.1f} ± {l1[1]:.1f}, PSNR {psnr[0]:.2f} ± {psnr[1]:.2f} dB, "
+              f"{gens[0]['params'] / 1e6:.2f} M parameters, {np.mean([g['wall_s'] for g in gens]) / 60:.1f} min to train "
+              f"({gens[0]['iters']} iterations); mix real:synthetic {args.mix}, {args.synthetic_num} pairs, masks {args.masks}")
+    if "real+synthetic" in variants and "real" in variants:  # issue 24's goal, where labelled images are few
+        for key in ("mIoU", "mBoundaryIoU"):
+            diffs = [get[key](a) - get[key](b) for a, b in zip(runs["real+synthetic"], runs["real"])]
+            m, s = mean_std(diffs)
+            print(f"  real+synthetic - real, {key}: {m:+.2f} ± {s:.2f} paired; beats real by more than one std: "
+                  f"{'yes' if m > s else 'no'}")
+    return stats
+
+
+def main():
+    parser = paired_runs.argument_parser(__doc__.split("\n\n")[0], DATASETS, VARIANTS,
+                                         "real_buildings_4,real_buildings_8,real_buildings,shapes_4,shapes_8,shapes",
+                                         ",".join(VARIANTS), os.path.join(REPO, "bench_out", "synthesis"))
+    parser.add_argument("--gen-iters", type=int, default=600, help="iterations of each generator")
+    parser.add_argument("--synthetic-num", type=int, default=200, help="generated pairs per (dataset, seed)")
+    parser.add_argument("--mix", default="1:1", help="real:synthetic share of the sampled images (TRAIN_WEIGHTS)")
+    parser.add_argument("--masks", default="warp+paste", help="new label maps: warp+paste, warp or copy")
+    parser.set_defaults(iters=600, eval_at="")
+    paired_runs.main(__file__, parser, DATASETS, VARIANTS, train_one, None, {},
+                     "U-Net on real only, real + synthetic (Pix2Pix pairs), synthetic only; evaluated on the real val "
+                     "images", report, forward=("gen_iters", "synthetic_num", "mix", "masks"))
+
+
+if __name__ == "__main__":
+    main()
