@@ -11,9 +11,11 @@ training-set size (4 or 8 labelled images drawn by the seed, or all) and each se
 - synthetic: on the generated pairs alone (train on synthetic, test on real: a measure of the generator itself).
 The generated pairs come from a Pix2Pix (configs/OwnData-ImageSynthesis/, --gen-iters) trained on the same
 labelled images only, painting new label maps drawn from them (--masks: warp+paste, warp, or copy: the training
-maps unchanged); it is trained once per (dataset, seed), by the first run that needs it, under a file lock.
+maps unchanged; vae: sampled from a LabelMapVAE trained on the same labelled maps, --gen-iters); it is trained once
+per (dataset, seed), by the first run that needs it, under a file lock.
 
-Each finished run is appended to OUT/results.jsonl and skipped when started again (--report-only prints the tables);
+Each finished run is appended to OUT/results.jsonl and skipped when started again (--report-only prints the tables;
+use one OUT per --masks / --mix / --synthetic-num setting: the runs are keyed by dataset, seed, variant and --iters);
 runs are single-thread processes, two at a time (real and real+synthetic of a seed side by side):
 
     nohup python benchmarks/bench_synthesis.py --out bench_out/synthesis --jobs 2 --threads 1 > bench_synthesis.log 2>&1 &
@@ -35,6 +37,7 @@ except ImportError:  # not POSIX
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNET = os.path.join(REPO, "configs", "Shapes-SemanticSegmentation", "unet_classic_c16_d3_scratch_adam_bs4_160it.yaml")
 GENERATOR = os.path.join(REPO, "configs", "OwnData-ImageSynthesis", "pix2pix_unet_c32_d4_bs4_600it.yaml")
+MASK_VAE = os.path.join(REPO, "configs", "Shapes-ImageSynthesis", "label_map_vae_c32_d4_z64_bs8_600it.yaml")
 BASES = {  # base -> (classes, train set, val set, size options, label maps flipped upside down too)
     "real_buildings": (["background", "building"], "bench_real_buildings_train", "bench_real_buildings_val",
                        ["INPUT.MIN_SIZE_TRAIN", "(150,)", "INPUT.MIN_SIZE_TEST", "150"], True),
@@ -84,11 +87,45 @@ def _locked(path):
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _train(cfg, seed):
+    """Train ``cfg`` (frozen) through tools/train_net.py's Trainer; return the trainer and its wall time."""
+    import time
+
+    from detectron2.utils.env import seed_all_rng
+
+    seed_all_rng(seed)
+    trainer = load_train_net().Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    start = time.perf_counter()
+    trainer.train()
+    return trainer, time.perf_counter() - start
+
+
+def _mask_vae(subset, val, classes, sizes, device, seed, opts, vae_dir):
+    """The LabelMapVAE of --masks vae, trained on ``subset``'s maps once (its weights in ``vae_dir``)."""
+    from detectron2.modeling import build_model
+
+    from seg_d2 import get_cfg
+    from seg_d2.engine import SegD2Checkpointer
+
+    cfg = get_cfg()
+    cfg.merge_from_file(MASK_VAE)
+    cfg.merge_from_list(["MODEL.DEVICE", device, "SEED", str(seed), "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(len(classes)),
+                         "DATASETS.TRAIN", f"('{subset}',)", "DATASETS.TEST", f"('{val}',)", *sizes,
+                         "SOLVER.MAX_ITER", str(opts["gen_iters"]), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9),
+                         "TEST.VIS_NUM_IMAGES", "0", "OUTPUT_DIR", vae_dir])
+    cfg.freeze()
+    weights = os.path.join(vae_dir, "model_final.pth")
+    if not os.path.isfile(weights):
+        _train(cfg, seed)
+    vae = build_model(cfg)
+    SegD2Checkpointer(vae, strict_shapes=True).load(weights)
+    return vae
+
+
 def ensure_synthetic(dataset, seed, subset, val, device, opts, root):
     """Train the generator on ``subset`` and write its pairs, once per (dataset, seed); returns the synthetic set's
     folder and the generator's record (its val L1/PSNR, wall time, parameters)."""
-    import time
-
     import torch
 
     from detectron2.data import DatasetCatalog
@@ -101,7 +138,7 @@ def ensure_synthetic(dataset, seed, subset, val, device, opts, root):
 
     base, _ = DATASETS[dataset]
     classes, _, _, sizes, vertical = BASES[base]
-    gen_dir, synth_dir = os.path.join(root, "generator"), os.path.join(root, "synthetic")
+    gen_dir, synth_dir = os.path.join(root, "generator"), os.path.join(root, f"synthetic_{opts['masks']}")
     record_path = os.path.join(gen_dir, "record.json")
     with _locked(os.path.join(root, "generator.lock")):
         cfg = get_cfg()
@@ -112,14 +149,8 @@ def ensure_synthetic(dataset, seed, subset, val, device, opts, root):
                              "MODEL.PIX2PIX.SAMPLE_PERIOD", str(opts["gen_iters"]), "OUTPUT_DIR", gen_dir])
         cfg.freeze()
         if not os.path.isfile(record_path):
-            from detectron2.utils.env import seed_all_rng
-
-            seed_all_rng(seed)
-            trainer = load_train_net().Trainer(cfg)
-            trainer.resume_or_load(resume=False)
-            start = time.perf_counter()
-            trainer.train()
-            record = {"wall_s": time.perf_counter() - start, "iters": opts["gen_iters"],
+            trainer, wall = _train(cfg, seed)
+            record = {"wall_s": wall, "iters": opts["gen_iters"],
                       "params": sum(p.numel() for p in trainer.model.parameters()),
                       "val": trainer._last_eval_results.get("image_synthesis", {})}
             with open(record_path, "w") as f:
@@ -133,10 +164,12 @@ def ensure_synthetic(dataset, seed, subset, val, device, opts, root):
             SegD2Checkpointer(model, strict_shapes=True).load(os.path.join(gen_dir, "model_final.pth"))
             source = [(d["sem_seg_file_name"], read_label_map(d["sem_seg_file_name"]).astype(np.int64))
                       for d in DatasetCatalog.get(subset)]
+            vae = (_mask_vae(subset, val, classes, sizes, device, seed, opts, os.path.join(root, "mask_vae"))
+                   if opts["masks"] == "vae" else None)
             with torch.no_grad():
                 synthesize_dataset(model, source, classes, synth_dir, num=opts["synthetic_num"], seed=seed,
                                    mask_mode=opts["masks"], object_classes=list(range(1, len(classes))),
-                                   vertical_flip=vertical, image_format=cfg.INPUT.FORMAT, overwrite=True,
+                                   vertical_flip=vertical, image_format=cfg.INPUT.FORMAT, overwrite=True, mask_vae=vae,
                                    provenance={"config": GENERATOR, "weights": os.path.join(gen_dir, "model_final.pth")})
     name = f"bench_{dataset}_seed{seed}_synthetic"
     if name not in DatasetCatalog:
@@ -202,7 +235,7 @@ def main():
     parser.add_argument("--gen-iters", type=int, default=600, help="iterations of each generator")
     parser.add_argument("--synthetic-num", type=int, default=200, help="generated pairs per (dataset, seed)")
     parser.add_argument("--mix", default="1:1", help="real:synthetic share of the sampled images (TRAIN_WEIGHTS)")
-    parser.add_argument("--masks", default="warp+paste", help="new label maps: warp+paste, warp or copy")
+    parser.add_argument("--masks", default="warp+paste", help="new label maps: warp+paste, warp, copy or vae")
     parser.set_defaults(iters=600, eval_at="")
     paired_runs.main(__file__, parser, DATASETS, VARIANTS, train_one, None, {},
                      "U-Net on real only, real + synthetic (Pix2Pix pairs), synthetic only; evaluated on the real val "

@@ -129,6 +129,15 @@ def add_seg_d2_config(cfg):
     cfg.MODEL.PIX2PIX.MAX_PIXEL_VALUE = 255.0  # the images' white (65535 for 16-bit), mapped to the tanh's 1
     cfg.MODEL.PIX2PIX.SAMPLE_PERIOD = 200  # iterations between sample grids (label | generated | real) in OUTPUT_DIR/samples; 0 = none
     cfg.MODEL.PIX2PIX.SAMPLE_IMAGES = 4  # images of each sample grid, from the first test dataset
+    # A VAE over label maps (Kingma & Welling 2014), MODEL.META_ARCHITECTURE "LabelMapVAE": new layouts for
+    # tools/synthesize.py (--masks vae). Its classes and ignore label: MODEL.SEM_SEG_HEAD's.
+    cfg.MODEL.LABEL_MAP_VAE = CN()
+    cfg.MODEL.LABEL_MAP_VAE.SIZE = [128, 128]  # (H, W) the maps are modelled at (nearest resize); multiples of 2**DEPTH
+    cfg.MODEL.LABEL_MAP_VAE.CHANNELS = 32  # first conv's channels (doubling per level, at most 8x)
+    cfg.MODEL.LABEL_MAP_VAE.DEPTH = 4  # stride-2 levels of the encoder (and the decoder)
+    cfg.MODEL.LABEL_MAP_VAE.LATENT_DIM = 64  # dimensions of the latent z
+    cfg.MODEL.LABEL_MAP_VAE.KL_WEIGHT = 0.001  # weight of KL(q(z|x) || N(0, I)) against the per-pixel cross-entropy
+    cfg.MODEL.LABEL_MAP_VAE.NORM = "BN"  # normalization of the convs
 
 
 def _add_sem_seg_config(cfg):

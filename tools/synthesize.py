@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Write N synthetic image/label pairs from a trained label map -> image generator (configs/*-ImageSynthesis/,
 MODEL.META_ARCHITECTURE "Pix2Pix"): new label maps are drawn from the training label maps (elastic warp + object
-copy-paste, or --masks copy for the maps unchanged), and the generator paints each.
+copy-paste; --masks copy for the maps unchanged; --masks vae: sampled from a LabelMapVAE trained by train_net on
+the same maps, --mask-config/--mask-weights), and the generator paints each.
 
 Output (OUT): images/*.png, labels/*.png, classes.txt (a semantic folder dataset for train_net's --sem-seg-folder),
 with --instances instances.json (the objects as COCO RLE, for --coco-dataset), and manifest.json (the generator's
@@ -51,7 +52,10 @@ def argument_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed of the label map sampler")
     parser.add_argument("--masks", choices=LabelMapSampler.MODES, default="warp+paste",
                         help="new label maps: training maps flipped and elastically warped, with objects pasted from "
-                             "another map (warp+paste), only warped, or the training maps as they are (copy)")
+                             "another map (warp+paste), only warped, the training maps as they are (copy), or sampled "
+                             "from a label map VAE (vae: --mask-config, --mask-weights)")
+    parser.add_argument("--mask-config", default=None, help="--masks vae: the LabelMapVAE's config (its run's config.yaml)")
+    parser.add_argument("--mask-weights", default=None, help="--masks vae: the LabelMapVAE's weights")
     parser.add_argument("--object-classes", default=None,
                         help="comma-separated class names that are objects (pasted between maps, and the instances of "
                              "--instances); default: every class but the first (the background)")
@@ -77,6 +81,28 @@ def setup(args):
     register_datasets_from_config(cfg)
     cfg.freeze()
     return cfg
+
+
+def load_mask_vae(args, cfg):
+    """--masks vae: the LabelMapVAE of --mask-config/--mask-weights, checked against the generator's classes."""
+    if args.masks != "vae":
+        if args.mask_config or args.mask_weights:
+            raise SyntheticDataError("--mask-config/--mask-weights go with --masks vae")
+        return None
+    if not (args.mask_config and args.mask_weights):
+        raise SyntheticDataError("--masks vae needs the VAE's --mask-config and --mask-weights (a LabelMapVAE run)")
+    vae_cfg = get_cfg()
+    vae_cfg.merge_from_file(model_zoo.resolve_config_file(args.mask_config))
+    apply_cpu_fallback(vae_cfg)
+    if vae_cfg.MODEL.META_ARCHITECTURE != "LabelMapVAE":
+        raise SyntheticDataError(f"--mask-config {args.mask_config} is a {vae_cfg.MODEL.META_ARCHITECTURE} config, not a "
+                                 f"LabelMapVAE's")
+    if vae_cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
+        raise SyntheticDataError(f"The VAE of {args.mask_config} has {vae_cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} classes, "
+                                 f"the generator {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}")
+    vae = build_model(vae_cfg)
+    SegD2Checkpointer(vae, allow_pickle=vae_cfg.SEG_D2.CHECKPOINT.ALLOW_PICKLE, strict_shapes=True).load(args.mask_weights)
+    return vae
 
 
 def source_label_maps(cfg, names):
@@ -114,12 +140,15 @@ def main(argv=None):
         model = build_model(cfg)
         # strict: weights of another model (or config) are an error, not a generator with random layers
         SegD2Checkpointer(model, allow_pickle=cfg.SEG_D2.CHECKPOINT.ALLOW_PICKLE, strict_shapes=True).load(args.weights)
+        vae = load_mask_vae(args, cfg)
         manifest = synthesize_dataset(
             model, source, classes, args.output, num=args.num, seed=args.seed, mask_mode=args.masks,
             object_classes=[classes.index(c) for c in objects], vertical_flip=args.vertical_flip,
-            instances=args.instances, image_format=cfg.INPUT.FORMAT, overwrite=args.overwrite,
+            instances=args.instances, image_format=cfg.INPUT.FORMAT, overwrite=args.overwrite, mask_vae=vae,
             provenance={"config": os.path.abspath(args.config_file), "weights": os.path.abspath(args.weights),
-                        "meta_architecture": cfg.MODEL.META_ARCHITECTURE, "source_datasets": names})
+                        "meta_architecture": cfg.MODEL.META_ARCHITECTURE, "source_datasets": names,
+                        **({"mask_vae_config": os.path.abspath(args.mask_config),
+                            "mask_vae_weights": os.path.abspath(args.mask_weights)} if vae is not None else {})})
     except (CheckpointError, DataFileError, LabelMapError, SyntheticDataError, ValueError, KeyError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -32,7 +32,7 @@ from seg_d2 import apply_cpu_fallback, get_cfg, model_zoo
 from seg_d2.compat import create_ddp_model, restart_data_loader
 from seg_d2.data import (
     add_dataset_arguments, build_test_loader, build_train_loader, check_datasets_registered, check_model_and_data,
-    check_test_datasets_not_empty, merge_dataset_arguments, reads_label_maps, register_datasets_from_config,
+    check_test_datasets_not_empty, generates_images, merge_dataset_arguments, register_datasets_from_config,
     restore_config_options, set_num_classes_from_data, warn_if_data_and_input_sizes_disagree,
 )
 from seg_d2.engine import (
@@ -115,7 +115,7 @@ class Trainer(DefaultTrainer):
     def build_hooks(self):
         hooks = super().build_hooks()
         p = self.cfg.MODEL.PIX2PIX
-        if reads_label_maps(self.cfg) and p.SAMPLE_PERIOD > 0 and self.cfg.DATASETS.TEST:
+        if generates_images(self.cfg) and p.SAMPLE_PERIOD > 0 and self.cfg.DATASETS.TEST:
             # a generator's progress, seen: label | generated | real grids in OUTPUT_DIR/samples
             hooks.insert(-1, SampleGrids(self.cfg, self.cfg.DATASETS.TEST[0], p.SAMPLE_PERIOD, p.SAMPLE_IMAGES,
                                          os.path.join(self.cfg.OUTPUT_DIR, "samples")))

@@ -27,7 +27,7 @@ from .datasets.coco_instances import COCOFormatError, json_categories
 __all__ = ["check_sem_seg_model_and_data", "check_instance_model_and_data", "check_model_and_data",
            "check_test_datasets_not_empty", "warn_if_data_and_input_sizes_disagree",
            "check_datasets_registered", "dataset_ignore_label", "dataset_thing_classes", "instance_num_classes_key",
-           "reads_label_maps", "set_num_classes_from_data", "uses_sem_seg_model"]
+           "generates_images", "reads_label_maps", "set_num_classes_from_data", "uses_sem_seg_model"]
 
 _MAX_LISTED = 20
 _FROM_DATA = "(0: taken from the data by tools/train_net.py, or seg_d2.data.set_num_classes_from_data)"
@@ -45,6 +45,12 @@ def reads_label_maps(cfg) -> bool:
     """Whether the model takes the label maps as its input, in inference too (``reads_label_maps`` on the class:
     seg_d2's Pix2Pix generator): its test loaders read them, its class count is checked like a semantic model's."""
     return bool(getattr(_meta_arch(cfg), "reads_label_maps", False))
+
+
+def generates_images(cfg) -> bool:
+    """Whether the model paints images from label maps (``generates_images`` on the class: Pix2Pix): it is
+    evaluated against the real images (L1, PSNR) and draws sample grids, not as a segmenter."""
+    return bool(getattr(_meta_arch(cfg), "generates_images", False))
 
 
 def _meta_arch(cfg):

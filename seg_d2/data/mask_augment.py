@@ -56,21 +56,31 @@ class LabelMapSampler:
     """Draws new label maps from ``labels`` (the training maps): one chosen at random, flipped (horizontally, and
     vertically if ``vertical_flip``, e.g. aerial images), elastically warped, and with objects of
     ``object_classes`` copy-pasted from another map; ``mode`` "copy" returns training maps unchanged (the control),
-    "warp" only warps, "warp+paste" does both."""
+    "warp" only warps, "warp+paste" does both; "vae" draws from ``vae`` (a trained seg_d2 LabelMapVAE) at the size
+    of a training map drawn at random."""
 
-    MODES = ("copy", "warp", "warp+paste")
+    MODES = ("copy", "warp", "warp+paste", "vae")
 
     def __init__(self, labels: List[np.ndarray], *, object_classes: Sequence[int], mode: str = "warp+paste",
-                 vertical_flip: bool = False, alpha: float = 8.0, sigma: float = 6.0, max_objects: int = 3):
+                 vertical_flip: bool = False, alpha: float = 8.0, sigma: float = 6.0, max_objects: int = 3, vae=None):
         if mode not in self.MODES:
             raise ValueError(f"Label map sampler mode must be one of {self.MODES}, got {mode!r}")
         if not labels:
             raise ValueError("The label map sampler needs at least one training label map")
-        self.labels, self.object_classes, self.mode = labels, list(object_classes), mode
+        if (mode == "vae") != (vae is not None):
+            raise ValueError("The label map sampler takes a VAE with mode 'vae', and only then")
+        self.labels, self.object_classes, self.mode, self.vae = labels, list(object_classes), mode, vae
+        if vae is not None:
+            vae.fit_latents(labels)  # draw codes like the training maps' (Ghosh et al. 2020), not from N(0, I)
         self.vertical_flip, self.alpha, self.sigma, self.max_objects = vertical_flip, alpha, sigma, max_objects
 
     def sample(self, rng: np.random.Generator, index: Optional[int] = None) -> np.ndarray:
         label = self.labels[int(rng.integers(len(self.labels))) if index is None else index]
+        if self.mode == "vae":
+            import torch
+
+            seed = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+            return self.vae.sample(1, seed, size=label.shape)[0]
         if self.mode == "copy":
             return label.copy()
         if rng.random() < 0.5:

@@ -51,7 +51,8 @@ def _to_file(image: np.ndarray, image_format: str, max_pixel_value: float) -> np
 def synthesize_dataset(model, source: Sequence[Tuple[str, np.ndarray]], classes: Sequence[str], out_dir: str, *,
                        num: int, seed: int = 0, mask_mode: str = "warp+paste", object_classes: Sequence[int] = (),
                        vertical_flip: bool = False, instances: bool = False, image_format: str = "BGR",
-                       batch_size: int = 8, overwrite: bool = False, provenance: Optional[dict] = None) -> dict:
+                       batch_size: int = 8, overwrite: bool = False, provenance: Optional[dict] = None,
+                       mask_vae=None) -> dict:
     """Write ``num`` generated image/label pairs to ``out_dir``.
 
     Args:
@@ -59,7 +60,8 @@ def synthesize_dataset(model, source: Sequence[Tuple[str, np.ndarray]], classes:
         source: (file, label map) of the training label maps the new ones are drawn from, already in the model's
             labels (its ignore value for unlabelled pixels).
         classes: the class names (label value k is ``classes[k]``), written to classes.txt.
-        mask_mode, object_classes, vertical_flip: the :class:`LabelMapSampler`'s.
+        mask_mode, object_classes, vertical_flip, mask_vae: the :class:`LabelMapSampler`'s (``mask_vae``: a trained
+            LabelMapVAE for ``mask_mode`` "vae").
         instances: also write instances.json: the connected objects of ``object_classes`` as COCO RLE.
         provenance: recorded in the manifest (the generator's config and weights).
 
@@ -77,8 +79,10 @@ def synthesize_dataset(model, source: Sequence[Tuple[str, np.ndarray]], classes:
         raise SyntheticDataError(f"Object classes {unknown} are not classes of the generator (0..{len(classes) - 1})")
     for name, label in source:  # every file, before a single image is generated
         model.check_input({"sem_seg": torch.as_tensor(label), "file_name": name})
+    if mask_vae is not None:
+        mask_vae.eval()
     sampler = LabelMapSampler([label for _, label in source], object_classes=object_classes, mode=mask_mode,
-                              vertical_flip=vertical_flip)
+                              vertical_flip=vertical_flip, vae=mask_vae)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.eval()

@@ -103,12 +103,12 @@ def build_evaluator_with_visualization(cfg, dataset_name: str, output_folder: st
     """:func:`build_evaluator`, plus (as tools/train_net.py evaluates) the first ``TEST.VIS_NUM_IMAGES``
     predictions drawn next to their ground truth in ``output_folder/vis`` and the per-class metrics
     logged as one table and written to ``output_folder/per_class_metrics.csv``."""
-    from seg_d2.data.checks import reads_label_maps
+    from seg_d2.data.checks import generates_images
 
     from .synthesis_evaluation import ImageSynthesisEvaluator
     from .visualization import EvaluatorsWithPerClassTable, PredictionVisualizer
 
-    if reads_label_maps(cfg):  # a label map -> image generator: its images against the real ones (samples: the hook)
+    if generates_images(cfg):  # a label map -> image generator: its images against the real ones (samples: the hook)
         return ImageSynthesisEvaluator(dataset_name, image_format=cfg.INPUT.FORMAT,
                                        max_pixel_value=cfg.MODEL.PIX2PIX.MAX_PIXEL_VALUE)
     if output_folder is None:

@@ -14,4 +14,5 @@ from .unet_backbone import build_unet_backbone  # noqa: F401  (BACKBONE_REGISTRY
 from .unet_head import UNetHead  # noqa: F401  (SEM_SEG_HEADS_REGISTRY)
 # Label map -> image generation: pix2pix (Isola 2017) on seg_d2's U-Net.
 from .pix2pix import Pix2Pix  # noqa: F401  (META_ARCH_REGISTRY)
+from .label_map_vae import LabelMapVAE  # noqa: F401  (META_ARCH_REGISTRY; new label maps, Kingma 2014)
 from .config_checks import check_model_config  # noqa: F401

@@ -86,6 +86,7 @@ class Pix2Pix(nn.Module):
 
     training_steps = ("discriminator", "generator")
     reads_label_maps = True  # the data loaders give it label maps in inference too
+    generates_images = True  # evaluated against the real images, with sample grids
 
     @configurable
     def __init__(

@@ -40,7 +40,7 @@ def test_instances_are_the_8_connected_objects_of_each_class():
     assert sorted((c, int(m.sum())) for c, m in found) == [(1, 2), (1, 2), (2, 1), (2, 2)]
 
 
-def test_sampler_copy_mode_returns_training_maps_and_rejects_unknown_modes():
+def test_sampler_copy_mode_returns_training_maps_and_rejects_unknown_modes_and_a_missing_vae():
     maps = [np.full((8, 8), k) for k in range(3)]
     sampler = LabelMapSampler(maps, object_classes=[1, 2], mode="copy")
     rng = np.random.default_rng(0)
@@ -48,4 +48,6 @@ def test_sampler_copy_mode_returns_training_maps_and_rejects_unknown_modes():
         out = sampler.sample(rng)
         assert any(np.array_equal(out, m) for m in maps)
     with pytest.raises(ValueError, match="mode must be one of"):
+        LabelMapSampler(maps, object_classes=[1], mode="gan")
+    with pytest.raises(ValueError, match="takes a VAE with mode 'vae', and only then"):
         LabelMapSampler(maps, object_classes=[1], mode="vae")

@@ -10,7 +10,6 @@ import pycocotools.mask as mask_util
 import pytest
 
 from tests.conftest import REPO, run_tool
-from tests.tools.test_train_net_instance import train_net  # noqa: F401  (fixture)
 from tests.tools.test_train_net_pix2pix import _args
 
 SYNTHESIZE = REPO / "tools" / "synthesize.py"
@@ -132,3 +131,41 @@ def test_bad_inputs_are_refused_before_anything_is_written(generator, tmp_path):
     res = _synthesize(generator, tmp_path / "c", "--source", "odd", "--sem-seg-folder", "odd", f"{folder}/images",
                       f"{folder}/labels", "background,circle,square,triangle,star")
     assert res.returncode == 1 and f"{folder}/labels/odd.png is 64x4: the generator takes maps of at least 8" in res.stderr
+
+
+def test_label_maps_from_a_vae_trained_by_train_net(generator, tmp_path):
+    """--masks vae: a LabelMapVAE run (train_net, 2 iterations) draws the label maps; its config and weights are in
+    the manifest. Without them, or with another model's config, the tool refuses before writing."""
+    import importlib.util
+
+    from detectron2.engine import default_argument_parser
+
+    spec = importlib.util.spec_from_file_location("seg_d2_train_net_vae", REPO / "tools" / "train_net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    vae = tmp_path / "vae"
+    config = REPO / "configs/Shapes-ImageSynthesis/label_map_vae_c32_d4_z64_bs8_600it.yaml"
+    module.main(default_argument_parser().parse_args([
+        "--config-file", str(config), "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "MODEL.LABEL_MAP_VAE.SIZE",
+        "[64, 64]", "MODEL.LABEL_MAP_VAE.CHANNELS", "8", "TEST.VIS_NUM_IMAGES", "0", "OUTPUT_DIR", str(vae)]))
+    final = json.loads((vae / "metrics.json").read_text().splitlines()[-1])
+    assert 0 <= final["sem_seg/mIoU"] <= 100  # the reconstruction's, against its input
+
+    out = tmp_path / "from_vae"
+    res = _synthesize(generator, out, "--num", "3", "--masks", "vae", "--mask-config", str(vae / "config.yaml"),
+                      "--mask-weights", str(vae / "model_final.pth"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mask_sampler"]["mode"] == "vae"
+    assert manifest["generator"]["mask_vae_weights"] == str(vae / "model_final.pth")
+    for name in sorted(os.listdir(out / "labels")):
+        label = cv2.imread(str(out / "labels" / name), -1)
+        assert set(np.unique(label)) <= {0, 1, 2, 3, 4, 255}
+        assert cv2.imread(str(out / "images" / name)).shape[:2] == label.shape
+
+    res = _synthesize(generator, tmp_path / "x", "--masks", "vae")
+    assert res.returncode == 1 and "--masks vae needs the VAE's --mask-config and --mask-weights" in res.stderr
+    res = _synthesize(generator, tmp_path / "x", "--masks", "vae", "--mask-config", str(generator / "config.yaml"),
+                      "--mask-weights", str(generator / "model_final.pth"))
+    assert res.returncode == 1 and "is a Pix2Pix config, not a LabelMapVAE's" in res.stderr
+    assert not (tmp_path / "x").exists()
