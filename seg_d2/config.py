@@ -74,6 +74,13 @@ def add_seg_d2_config(cfg):
     # vs synthetic); [] = detectron2's sampling, every image alike
     cfg.SEG_D2.DATASETS.TRAIN_WEIGHTS = []
     cfg.SEG_D2.DATASETS.MODULES = []  # Python files (or module names) whose import registers datasets
+    # Configured from the data (seg_d2.engine.auto_config; train_net --auto-config): the training set's fingerprint
+    # sets normalisation, input/crop size, batch (and anchors, detections per image); explicit values win.
+    cfg.SEG_D2.AUTO_CONFIG = CN()
+    cfg.SEG_D2.AUTO_CONFIG.ENABLED = False  # plan from the data, log it, write OUTPUT_DIR/plan.json
+    cfg.SEG_D2.AUTO_CONFIG.BUDGET_MINUTES = 0.0  # > 0: SOLVER.MAX_ITER for this training time, from a measured s/iter
+    cfg.SEG_D2.AUTO_CONFIG.MAX_IMAGES = 200  # training images read for the fingerprint (a seeded sample of more)
+    cfg.SEG_D2.AUTO_CONFIG.CLASS_WEIGHTS = False  # also set MODEL.SEM_SEG_HEAD.CLASS_WEIGHTS from class frequencies
 
     # --- Semantic segmentation: U-Net / FCN heads, losses, data, inference (issue 3) ---
     from detectron2.projects.deeplab import add_deeplab_config

@@ -36,7 +36,8 @@ from seg_d2.data import (
     restore_config_options, set_num_classes_from_data, warn_if_data_and_input_sizes_disagree,
 )
 from seg_d2.engine import (
-    GuardedTrainer, ResumableDataStream, SampleGrids, SegD2Checkpointer, get_rng_state, set_rng_state,
+    GuardedTrainer, ResumableDataStream, SampleGrids, SegD2Checkpointer, configure_from_data, configure_iterations,
+    explicit_keys, get_rng_state, set_rng_state,
 )
 from seg_d2.evaluation import build_evaluator_with_visualization
 from seg_d2.solver import build_optimizer
@@ -171,6 +172,10 @@ def setup(args):
     register_datasets_from_config(cfg)  # in every process (launch spawns workers that run setup again)
     check_datasets_registered(cfg)  # a misspelt name: "Did you mean ...?" before anything reads its metadata
     set_num_classes_from_data(cfg)  # MODEL.{SEM_SEG_HEAD,ROI_HEADS}.NUM_CLASSES 0 -> the datasets' class count
+    if getattr(args, "auto_config", False):  # (args of detectron2's own parser lack the flag)
+        cfg.SEG_D2.AUTO_CONFIG.ENABLED = True
+    if cfg.SEG_D2.AUTO_CONFIG.ENABLED and not args.eval_only:  # the training set's fingerprint -> a plan
+        configure_from_data(cfg, explicit_keys(args.config_file, args.opts))
     cfg.freeze()
     default_setup(cfg, args)
     if cfg.MODEL.DEVICE == "cpu" and args.num_gpus > 1:
@@ -198,14 +203,21 @@ def main(args):
 
     if comm.is_main_process():
         warn_if_data_and_input_sizes_disagree(cfg)  # e.g. a toy-shapes recipe on real photos
+    if cfg.SEG_D2.AUTO_CONFIG.ENABLED and cfg.SEG_D2.AUTO_CONFIG.BUDGET_MINUTES > 0:  # iterations for the budget
+        cfg = configure_iterations(Trainer, cfg, explicit_keys(args.config_file, args.opts))
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
 def argument_parser():
-    """detectron2's default_argument_parser plus seg_d2's dataset flags (seg_d2.data.add_dataset_arguments)."""
-    return add_dataset_arguments(default_argument_parser(__doc__))
+    """detectron2's default_argument_parser plus seg_d2's dataset flags (seg_d2.data.add_dataset_arguments) and
+    --auto-config."""
+    parser = add_dataset_arguments(default_argument_parser(__doc__))
+    parser.add_argument("--auto-config", action="store_true",
+                        help="configure normalisation, sizes and batch from the training set's fingerprint "
+                             "(SEG_D2.AUTO_CONFIG.*; explicit values win; the plan goes to OUTPUT_DIR/plan.json)")
+    return parser
 
 
 def parse_args(argv=None):

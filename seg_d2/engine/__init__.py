@@ -4,10 +4,12 @@ from .checkpoint import (
     check_weight_shapes,
 )
 from .resume import ResumableDataStream, get_rng_state, set_rng_state
+from .auto_config import configure_from_data, configure_iterations, explicit_keys
 from .samples import SampleGrids
 from .train_loop import GuardedTrainer, NonFiniteLossError
 
 __all__ = [
     "CheckpointError", "CorruptCheckpointError", "GuardedTrainer", "IncompatibleWeightsError", "check_weight_shapes", "NonFiniteLossError", "ResumableDataStream", "SampleGrids",
-    "SegD2Checkpointer", "UnsafeCheckpointError", "get_rng_state", "set_rng_state",
+    "SegD2Checkpointer", "UnsafeCheckpointError", "configure_from_data", "configure_iterations", "explicit_keys",
+    "get_rng_state", "set_rng_state",
 ]
