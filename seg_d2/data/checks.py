@@ -27,7 +27,7 @@ from .datasets.coco_instances import COCOFormatError, json_categories
 __all__ = ["check_sem_seg_model_and_data", "check_instance_model_and_data", "check_model_and_data",
            "check_test_datasets_not_empty", "warn_if_data_and_input_sizes_disagree",
            "check_datasets_registered", "dataset_ignore_label", "dataset_thing_classes", "instance_num_classes_key",
-           "generates_images", "reads_label_maps", "set_num_classes_from_data", "uses_sem_seg_model"]
+           "generates_images", "get_cfg_key", "reads_label_maps", "set_cfg_key", "set_num_classes_from_data", "uses_sem_seg_model"]
 
 _MAX_LISTED = 20
 _FROM_DATA = "(0: taken from the data by tools/train_net.py, or seg_d2.data.set_num_classes_from_data)"
@@ -162,14 +162,16 @@ def instance_num_classes_key(cfg) -> Optional[str]:
     return None
 
 
-def _get_key(cfg, key: str):
+def get_cfg_key(cfg, key: str):
+    """The value of the dotted ``key`` ("MODEL.PIXEL_MEAN") in ``cfg``."""
     node = cfg
     for part in key.split("."):
         node = node[part]
     return node
 
 
-def _set_key(cfg, key: str, value) -> None:
+def set_cfg_key(cfg, key: str, value) -> None:
+    """Set the dotted ``key`` of ``cfg`` (not frozen) to ``value``."""
     *parents, last = key.split(".")
     node = cfg
     for part in parents:
@@ -208,7 +210,7 @@ def check_instance_model_and_data(cfg, dataset_names: Optional[Iterable[str]] = 
         return
     if dataset_names is None:
         dataset_names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    k = _get_key(cfg, key)
+    k = get_cfg_key(cfg, key)
     for name in dict.fromkeys(dataset_names):
         classes = dataset_thing_classes(name)
         if classes is None or len(classes) == k:
@@ -287,7 +289,7 @@ def set_num_classes_from_data(cfg) -> None:
         keys.append((key, "thing_classes", dataset_thing_classes))
     names = list(dict.fromkeys(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)))
     for key, what, classes_of in keys:
-        if _get_key(cfg, key) != 0:
+        if get_cfg_key(cfg, key) != 0:
             continue
         found = {name: classes_of(name) for name in names}
         found = {name: list(c) for name, c in found.items() if c is not None}
@@ -300,7 +302,7 @@ def set_num_classes_from_data(cfg) -> None:
             raise ValueError(f"{key} 0 takes the number of classes from the data, but the datasets disagree: "
                              f"{listed}. Use datasets with the same classes.")
         n = counts.pop()
-        _set_key(cfg, key, n)
+        set_cfg_key(cfg, key, n)
         logging.getLogger(__name__).info(f"{key} 0 -> {n}: the {what} of {', '.join(found)}")
 
 

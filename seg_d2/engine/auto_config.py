@@ -11,6 +11,8 @@ from typing import Dict, Iterable, Set
 
 import numpy as np
 
+from seg_d2.data.checks import get_cfg_key, set_cfg_key
+
 __all__ = ["apply_auto_config", "configure_from_data", "explicit_keys", "measure_s_per_iter", "plan_from_fingerprint",
            "plan_iterations"]
 
@@ -107,32 +109,17 @@ def plan_iterations(cfg, s_per_iter: float) -> Dict[str, object]:
             "SOLVER.CHECKPOINT_PERIOD": max(1, min(cfg.SOLVER.CHECKPOINT_PERIOD, iters))}
 
 
-def _set(cfg, key, value):
-    node = cfg
-    *parents, leaf = key.split(".")
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
-
-
-def _get(cfg, key):
-    node = cfg
-    for p in key.split("."):
-        node = node[p]
-    return node
-
-
 def apply_auto_config(cfg, plan: Dict[str, object], explicit: Set[str], fingerprint: dict, path: str = None) -> dict:
     """Set each planned key that is not ``explicit`` (cfg not frozen), log both kinds, and write (or, with a
     fingerprint already there, update) ``path`` (OUTPUT_DIR/plan.json). Returns the plan record."""
     applied, kept = {}, {}
     for key, value in plan.items():
         if key in explicit:
-            kept[key] = {"config": _jsonable(_get(cfg, key)), "plan": _jsonable(value)}
-            logger.info(f"[auto-config] {key} = {_get(cfg, key)!r} kept: set explicitly (the plan had {value!r})")
+            kept[key] = {"config": _jsonable(get_cfg_key(cfg, key)), "plan": _jsonable(value)}
+            logger.info(f"[auto-config] {key} = {get_cfg_key(cfg, key)!r} kept: set explicitly (the plan had {value!r})")
         else:
             applied[key] = _jsonable(value)
-            _set(cfg, key, value)
+            set_cfg_key(cfg, key, value)
             logger.info(f"[auto-config] {key} = {value!r}")
     record = {"fingerprint": fingerprint, "applied": applied, "kept": kept}
     if path:
