@@ -20,7 +20,6 @@ runs are single-thread processes, two at a time (real and real+synthetic of a se
 
     nohup python benchmarks/bench_synthesis.py --out bench_out/synthesis --jobs 2 --threads 1 > bench_synthesis.log 2>&1 &
 """
-import contextlib
 import json
 import os
 
@@ -28,11 +27,6 @@ import numpy as np
 
 import paired_runs  # benchmarks/paired_runs.py
 from paired_runs import load_train_net, mean_std, print_comparison, real_buildings_root, train_and_record
-
-try:
-    import fcntl
-except ImportError:  # not POSIX
-    fcntl = None
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNET = os.path.join(REPO, "configs", "Shapes-SemanticSegmentation", "unet_classic_c16_d3_scratch_adam_bs4_160it.yaml")
@@ -72,19 +66,6 @@ def _register(dataset, seed):
         MetadataCatalog.get(subset).set(stuff_classes=list(meta.stuff_classes), ignore_label=meta.get("ignore_label", 255),
                                         evaluator_type="sem_seg")
     return subset, val
-
-
-@contextlib.contextmanager
-def _locked(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as f:
-        if fcntl:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl:
-                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _train(cfg, seed):
@@ -133,6 +114,7 @@ def ensure_synthetic(dataset, seed, subset, val, device, opts, root):
 
     from seg_d2 import get_cfg
     from seg_d2.data.datasets import register_sem_seg_folder
+    from seg_d2.data.datasets._atomic import exclusive_lock
     from seg_d2.data.synthesis import SYNTHETIC_LAYOUT, synthesize_dataset
     from seg_d2.engine import SegD2Checkpointer
 
@@ -140,7 +122,8 @@ def ensure_synthetic(dataset, seed, subset, val, device, opts, root):
     classes, _, _, sizes, vertical = BASES[base]
     gen_dir, synth_dir = os.path.join(root, "generator"), os.path.join(root, f"synthetic_{opts['masks']}")
     record_path = os.path.join(gen_dir, "record.json")
-    with _locked(os.path.join(root, "generator.lock")):
+    os.makedirs(root, exist_ok=True)
+    with exclusive_lock(os.path.join(root, "generator.lock")):
         cfg = get_cfg()
         cfg.merge_from_file(GENERATOR)
         cfg.merge_from_list(["MODEL.DEVICE", device, "SEED", str(seed), "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(len(classes)),

@@ -11,7 +11,7 @@ from typing import Dict, Iterable, Set
 
 import numpy as np
 
-from seg_d2.data.checks import get_cfg_key, set_cfg_key
+from seg_d2.data.checks import get_cfg_key, instance_num_classes_key, set_cfg_key
 
 __all__ = ["apply_auto_config", "configure_from_data", "explicit_keys", "measure_s_per_iter", "plan_from_fingerprint",
            "plan_iterations"]
@@ -44,10 +44,6 @@ def explicit_keys(config_file: str, opts: Iterable[str]) -> Set[str]:
     if isinstance(data, dict):
         walk(data, "")
     return keys
-
-
-def _uses_roi_heads(cfg) -> bool:
-    return cfg.MODEL.META_ARCHITECTURE in ("GeneralizedRCNN", "PanopticFPN", "SegD2PanopticFPN")
 
 
 def plan_from_fingerprint(cfg, fp: dict) -> Dict[str, object]:
@@ -90,7 +86,7 @@ def plan_from_fingerprint(cfg, fp: dict) -> Dict[str, object]:
         weights[present] = 1 / np.sqrt(freq[present])
         weights[present] /= weights[present].mean()
         plan["MODEL.SEM_SEG_HEAD.CLASS_WEIGHTS"] = [round(float(w), 4) for w in weights]
-    if _uses_roi_heads(cfg) and "object_size" in fp:
+    if instance_num_classes_key(cfg) == "MODEL.ROI_HEADS.NUM_CLASSES" and "object_size" in fp:  # R-CNNs, PanopticFPN
         levels = len(cfg.MODEL.RPN.IN_FEATURES) if len(cfg.MODEL.RPN.IN_FEATURES) > 1 else 5
         smallest = 2 ** max(3, int(math.floor(math.log2(max(fp["object_size"]["p5"], 1.0)))))
         plan["MODEL.ANCHOR_GENERATOR.SIZES"] = [[smallest * 2 ** k] for k in range(levels)]
@@ -109,9 +105,10 @@ def plan_iterations(cfg, s_per_iter: float) -> Dict[str, object]:
             "SOLVER.CHECKPOINT_PERIOD": max(1, min(cfg.SOLVER.CHECKPOINT_PERIOD, iters))}
 
 
-def apply_auto_config(cfg, plan: Dict[str, object], explicit: Set[str], fingerprint: dict, path: str = None) -> dict:
+def apply_auto_config(cfg, plan: Dict[str, object], explicit: Set[str], fingerprint: dict, path: str = None,
+                      **extra) -> dict:
     """Set each planned key that is not ``explicit`` (cfg not frozen), log both kinds, and write (or, with a
-    fingerprint already there, update) ``path`` (OUTPUT_DIR/plan.json). Returns the plan record."""
+    fingerprint already there, update) ``path`` (OUTPUT_DIR/plan.json), with ``extra`` fields. Returns the record."""
     applied, kept = {}, {}
     for key, value in plan.items():
         if key in explicit:
@@ -121,14 +118,14 @@ def apply_auto_config(cfg, plan: Dict[str, object], explicit: Set[str], fingerpr
             applied[key] = _jsonable(value)
             set_cfg_key(cfg, key, value)
             logger.info(f"[auto-config] {key} = {value!r}")
-    record = {"fingerprint": fingerprint, "applied": applied, "kept": kept}
+    record = {"fingerprint": fingerprint, "applied": applied, "kept": kept, **extra}
     if path:
         if os.path.isfile(path):
             with open(path) as f:
                 old = json.load(f)
             record = {**old, "fingerprint": fingerprint or old.get("fingerprint"),
                       "applied": {**old.get("applied", {}), **applied},
-                      "kept": {**old.get("kept", {}), **kept}}
+                      "kept": {**old.get("kept", {}), **kept}, **extra}
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             json.dump(record, f, indent=2)
@@ -189,11 +186,7 @@ def configure_iterations(trainer_cls, cfg, explicit: Set[str]):
                 f"budget ({EVAL_SHARE:.0%} of it kept for the evaluation)")
     cfg = cfg.clone()
     cfg.defrost()
-    record = apply_auto_config(cfg, plan, explicit, None, _plan_path(cfg))
-    if record is not None and _plan_path(cfg):
-        record["s_per_iter"] = s_per_iter
-        with open(_plan_path(cfg), "w") as f:
-            json.dump(record, f, indent=2)
+    apply_auto_config(cfg, plan, explicit, None, _plan_path(cfg), s_per_iter=s_per_iter)
     cfg.freeze()
     return cfg
 

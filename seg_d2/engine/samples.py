@@ -11,19 +11,7 @@ import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-__all__ = ["SampleGrids", "label_colors", "sample_grid"]
-
-
-def label_colors(metadata, num_classes: int) -> np.ndarray:
-    """(num_classes + 1, 3) uint8 RGB: the dataset's ``stuff_colors`` where it has them, detectron2's colormap
-    otherwise; the last row (ignored pixels) black."""
-    from detectron2.utils.colormap import colormap
-
-    colors = metadata.get("stuff_colors", None) if metadata is not None else None
-    if colors is None or len(colors) < num_classes:
-        palette = colormap(rgb=True, maximum=255).astype(np.uint8)
-        colors = [palette[k % len(palette)] for k in range(num_classes)]
-    return np.concatenate([np.asarray(colors[:num_classes], dtype=np.uint8).reshape(-1, 3), np.zeros((1, 3), np.uint8)])
+__all__ = ["SampleGrids", "sample_grid"]
 
 
 def to_bgr(image: np.ndarray, image_format: str) -> np.ndarray:
@@ -75,6 +63,7 @@ class SampleGrids(HookBase):
         from detectron2.data import MetadataCatalog
 
         from seg_d2.data.image_io import read_image
+        from seg_d2.utils.visualizer import class_colors
 
         model = getattr(self.trainer.model, "module", self.trainer.model)
         was_training = model.training
@@ -91,7 +80,9 @@ class SampleGrids(HookBase):
             real = read_image(x["file_name"], fmt).astype(np.float64) * (255.0 / model.max_pixel_value)
             real = cv2.resize(to_bgr(real, fmt), (lab.shape[1], lab.shape[0]), interpolation=cv2.INTER_AREA)
             rows.append([fake, real])
-        colors = label_colors(MetadataCatalog.get(self.dataset_name), model.num_classes)
+        # the class colours of every seg_d2 drawing, black for ignored pixels (the grid's last colour)
+        colors = np.asarray(class_colors(MetadataCatalog.get(self.dataset_name), model.num_classes) + [(0, 0, 0)],
+                            np.uint8)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         cv2.imwrite(path, sample_grid(labels, rows, colors, model.ignore_value))
         logging.getLogger(__name__).info(f"Sample grid (label | generated | real): {path}")

@@ -65,7 +65,8 @@ def staged_folder(out_dir: str):
 
 
 @contextlib.contextmanager
-def _exclusive_lock(path: str):
+def exclusive_lock(path: str):
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block; POSIX only (no lock elsewhere)."""
     if fcntl is None:
         yield
         return
@@ -86,7 +87,7 @@ def discard_stale_dataset(root: str, is_stale: Callable[[str], bool]) -> bool:
     again, keep the fresh data that may meanwhile have replaced it.
     """
     parent, base = os.path.split(os.path.abspath(root))
-    with _exclusive_lock(os.path.join(parent, f".{base}.lock")):
+    with exclusive_lock(os.path.join(parent, f".{base}.lock")):
         if not os.path.isdir(root) or not is_stale(root):
             return False
         trash = tempfile.mkdtemp(prefix=f".{base}_stale_", dir=parent)
