@@ -26,18 +26,24 @@ import os
 import numpy as np
 
 import paired_runs  # benchmarks/paired_runs.py
-from paired_runs import load_train_net, mean_std, print_comparison, real_buildings_root, train_and_record
+from paired_runs import (load_train_net, mean_std, print_comparison, read_results, real_buildings_root,
+                         train_and_record)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNET = os.path.join(REPO, "configs", "Shapes-SemanticSegmentation", "unet_classic_c16_d3_scratch_adam_bs4_160it.yaml")
 GENERATOR = os.path.join(REPO, "configs", "OwnData-ImageSynthesis", "pix2pix_unet_c32_d4_bs4_600it.yaml")
 MASK_VAE = os.path.join(REPO, "configs", "Shapes-ImageSynthesis", "label_map_vae_c32_d4_z64_bs8_600it.yaml")
-BASES = {  # base -> (classes, train set, val set, size options, label maps flipped upside down too)
+BASES = {  # base -> (classes, train set, val set, U-Net size options, label maps flipped upside down too)
     "real_buildings": (["background", "building"], "bench_real_buildings_train", "bench_real_buildings_val",
                        ["INPUT.MIN_SIZE_TRAIN", "(150,)", "INPUT.MIN_SIZE_TEST", "150"], True),
     "shapes": (["background", "circle", "square", "triangle", "star"], "seg_d2_shapes_sem_seg_train",
                "seg_d2_shapes_sem_seg_val", ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MIN_SIZE_TEST", "128"], False),
 }
+# The generator keeps its config's random jitter (upscale, crop back; the buildings' 150 px are GENERATOR's own
+# sizes); the shapes' 128 px take those of configs/Shapes-ImageSynthesis/pix2pix_unet_c32_d4_bs4_600it.yaml.
+GENERATOR_SIZES = {"real_buildings": [],
+                   "shapes": ["INPUT.MIN_SIZE_TRAIN", "(128, 144, 160)", "INPUT.CROP.SIZE", "(128, 128)",
+                              "INPUT.MIN_SIZE_TEST", "128"]}
 DATASETS = {f"{b}{f'_{k}' if k else ''}": (b, k) for b in BASES for k in (4, 8, None)}  # name -> (base, labelled)
 VARIANTS = ("real", "real+synthetic", "synthetic")
 FIGURES = [("mIoU", "mIoU"), ("mDice", "mDice"), ("mBoundaryIoU", "mBoundaryIoU")]
@@ -104,50 +110,77 @@ def _mask_vae(subset, val, classes, sizes, device, seed, opts, vae_dir):
     return vae
 
 
-def ensure_synthetic(dataset, seed, subset, val, device, opts, root):
-    """Train the generator on ``subset`` and write its pairs, once per (dataset, seed); returns the synthetic set's
-    folder and the generator's record (its val L1/PSNR, wall time, parameters)."""
+def _generator_cfg(dataset, seed, subset, val, device, opts, gen_dir):
+    from seg_d2 import get_cfg
+
+    classes = BASES[DATASETS[dataset][0]][0]
+    cfg = get_cfg()
+    cfg.merge_from_file(GENERATOR)
+    cfg.merge_from_list(["MODEL.DEVICE", device, "SEED", str(seed), "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(len(classes)),
+                         "DATASETS.TRAIN", f"('{subset}',)", "DATASETS.TEST", f"('{val}',)",
+                         *GENERATOR_SIZES[DATASETS[dataset][0]],
+                         "SOLVER.MAX_ITER", str(opts["gen_iters"]), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9),
+                         "MODEL.PIX2PIX.SAMPLE_PERIOD", str(opts["gen_iters"]), "OUTPUT_DIR", gen_dir])
+    cfg.freeze()
+    return cfg
+
+
+def generator_dir(dataset, seed, opts, seed_root):
+    """Where the generator of (dataset, seed) lives: under --generators when given (shared by the --out folders of
+    other --masks / --mix / --synthetic-num settings, which do not change it), else under this --out."""
+    root = os.path.join(opts["generators"], dataset, str(seed)) if opts.get("generators") else seed_root
+    return os.path.join(root, f"generator_{opts['gen_iters']}it")
+
+
+def train_generator(dataset, seed, subset, val, device, opts, gen_dir):
+    """Train the Pix2Pix on ``subset`` (and, for --masks vae, the LabelMapVAE on its maps) unless done; returns the
+    generator's record (its val L1/PSNR, wall time, parameters)."""
+    from seg_d2.data.datasets._atomic import exclusive_lock
+
+    base, _ = DATASETS[dataset]
+    classes, _, _, sizes, _ = BASES[base]
+    record_path = os.path.join(gen_dir, "record.json")
+    os.makedirs(os.path.dirname(gen_dir), exist_ok=True)
+    with exclusive_lock(gen_dir + ".lock"):
+        if not os.path.isfile(record_path):
+            trainer, wall = _train(_generator_cfg(dataset, seed, subset, val, device, opts, gen_dir), seed)
+            record = {"wall_s": wall, "iters": opts["gen_iters"], "train_s_per_iter": wall / opts["gen_iters"],
+                      "params": sum(p.numel() for p in trainer.model.parameters()),
+                      "val": trainer._last_eval_results.get("image_synthesis", {})}
+            with open(record_path, "w") as f:
+                json.dump(record, f)
+        if opts["masks"] == "vae":
+            _mask_vae(subset, val, classes, sizes, device, seed, opts, os.path.join(gen_dir, "mask_vae"))
+    with open(record_path) as f:
+        return json.load(f)
+
+
+def ensure_synthetic(dataset, seed, subset, val, device, opts, gen_dir, synth_dir):
+    """The generator's --synthetic-num pairs for (dataset, seed), written once (the generator trained first if need
+    be) and registered; returns the synthetic set's name and the generator's record."""
     import torch
 
     from detectron2.data import DatasetCatalog
     from detectron2.modeling import build_model
 
-    from seg_d2 import get_cfg
     from seg_d2.data.datasets import register_sem_seg_folder
     from seg_d2.data.datasets._atomic import exclusive_lock
+    from seg_d2.data.sem_seg_io import read_label_map
     from seg_d2.data.synthesis import SYNTHETIC_LAYOUT, synthesize_dataset
     from seg_d2.engine import SegD2Checkpointer
 
     base, _ = DATASETS[dataset]
     classes, _, _, sizes, vertical = BASES[base]
-    gen_dir, synth_dir = os.path.join(root, "generator"), os.path.join(root, f"synthetic_{opts['masks']}")
-    record_path = os.path.join(gen_dir, "record.json")
-    os.makedirs(root, exist_ok=True)
-    with exclusive_lock(os.path.join(root, "generator.lock")):
-        cfg = get_cfg()
-        cfg.merge_from_file(GENERATOR)
-        cfg.merge_from_list(["MODEL.DEVICE", device, "SEED", str(seed), "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(len(classes)),
-                             "DATASETS.TRAIN", f"('{subset}',)", "DATASETS.TEST", f"('{val}',)", *sizes,
-                             "SOLVER.MAX_ITER", str(opts["gen_iters"]), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9),
-                             "MODEL.PIX2PIX.SAMPLE_PERIOD", str(opts["gen_iters"]), "OUTPUT_DIR", gen_dir])
-        cfg.freeze()
-        if not os.path.isfile(record_path):
-            trainer, wall = _train(cfg, seed)
-            record = {"wall_s": wall, "iters": opts["gen_iters"],
-                      "params": sum(p.numel() for p in trainer.model.parameters()),
-                      "val": trainer._last_eval_results.get("image_synthesis", {})}
-            with open(record_path, "w") as f:
-                json.dump(record, f)
-        with open(record_path) as f:
-            record = json.load(f)
+    record = train_generator(dataset, seed, subset, val, device, opts, gen_dir)
+    os.makedirs(os.path.dirname(synth_dir), exist_ok=True)
+    with exclusive_lock(synth_dir + ".lock"):
         if not os.path.isfile(os.path.join(synth_dir, SYNTHETIC_LAYOUT["manifest"])):
-            from seg_d2.data.sem_seg_io import read_label_map
-
+            cfg = _generator_cfg(dataset, seed, subset, val, device, opts, gen_dir)
             model = build_model(cfg)
             SegD2Checkpointer(model, strict_shapes=True).load(os.path.join(gen_dir, "model_final.pth"))
             source = [(d["sem_seg_file_name"], read_label_map(d["sem_seg_file_name"]).astype(np.int64))
                       for d in DatasetCatalog.get(subset)]
-            vae = (_mask_vae(subset, val, classes, sizes, device, seed, opts, os.path.join(root, "mask_vae"))
+            vae = (_mask_vae(subset, val, classes, sizes, device, seed, opts, os.path.join(gen_dir, "mask_vae"))
                    if opts["masks"] == "vae" else None)
             with torch.no_grad():
                 synthesize_dataset(model, source, classes, synth_dir, num=opts["synthetic_num"], seed=seed,
@@ -172,10 +205,20 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
     subset, val = _register(dataset, seed)
     base, _ = DATASETS[dataset]
     classes, _, _, sizes, _ = BASES[base]
+    seed_root = os.path.dirname(out_dir.rstrip("/"))
+    gen_dir = generator_dir(dataset, seed, opts, seed_root)
+    if variant == "generator":  # the first stage: every generator before any U-Net
+        record = train_generator(dataset, seed, subset, val, device, opts, gen_dir)
+        return {**{k: v for k, v in record.items() if k != "iters"}, "generator_iters": record["iters"]}
+    if variant == "real" and opts.get("real_from"):  # real only does not depend on the synthetic settings
+        prior = read_results(os.path.join(opts["real_from"], "results.jsonl")).get(("train", dataset, seed, "real"))
+        if prior and prior.get("iters") == iters:
+            return {**{k: v for k, v in prior.items() if k not in ("kind", "dataset", "seed", "variant", "iters")},
+                    "copied_from": opts["real_from"]}
     train, weights, generator = [subset], [], None
     if variant != "real":
-        synthetic, generator = ensure_synthetic(dataset, seed, subset, val, device, opts,
-                                                os.path.dirname(out_dir.rstrip("/")))
+        synthetic, generator = ensure_synthetic(dataset, seed, subset, val, device, opts, gen_dir,
+                                                os.path.join(seed_root, f"synthetic_{opts['masks']}"))
         train, weights = ([subset, synthetic], [float(x) for x in opts["mix"].split(":")]) \
             if variant == "real+synthetic" else ([synthetic], [])
     cfg = get_cfg()
@@ -219,10 +262,15 @@ def main():
     parser.add_argument("--synthetic-num", type=int, default=200, help="generated pairs per (dataset, seed)")
     parser.add_argument("--mix", default="1:1", help="real:synthetic share of the sampled images (TRAIN_WEIGHTS)")
     parser.add_argument("--masks", default="warp+paste", help="new label maps: warp+paste, warp, copy or vae")
+    parser.add_argument("--generators", default="", help="folder of the generators, shared by several --out "
+                        "(default: inside --out)")
+    parser.add_argument("--real-from", default="", help="an earlier --out whose real-only runs (same --iters) this "
+                        "one reuses instead of training them again")
     parser.set_defaults(iters=600, eval_at="")
     paired_runs.main(__file__, parser, DATASETS, VARIANTS, train_one, None, {},
                      "U-Net on real only, real + synthetic (Pix2Pix pairs), synthetic only; evaluated on the real val "
-                     "images", report, forward=("gen_iters", "synthetic_num", "mix", "masks"))
+                     "images", report, forward=("gen_iters", "synthetic_num", "mix", "masks", "generators", "real_from"),
+                     first=("generator",))
 
 
 if __name__ == "__main__":

@@ -337,11 +337,12 @@ def argument_parser(description, datasets, variants, default_datasets, default_v
 
 
 def main(script, parser, datasets_known, variants_known, train_one, time_inference, timing_defaults, title, report,
-         forward=()):
+         forward=(), first=()):
     """Parse; in a child, train or time and record; else run (or, --report-only, read) the benchmark, print
     ``title`` and ``report(figures, dataset, variants, seeds, args)`` for each dataset whose runs are all done.
     ``forward``: the script's own options (dests) handed on to the children, whose ``train_one`` gets ``args``
-    (``os.environ["SEG_D2_BENCH_ARGS"]``, json) as well; ``time_inference`` None: nothing timed."""
+    (``os.environ["SEG_D2_BENCH_ARGS"]``, json) as well; ``time_inference`` None: nothing timed. ``first``: pseudo-
+    variants trained for every dataset and seed before the others, which need them (a generator), recorded alike."""
     args = parser.parse_args()
     os.environ["SEG_D2_BENCH_ARGS"] = json.dumps({k: getattr(args, k) for k in forward})
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO, "datasets"))
@@ -381,6 +382,8 @@ def main(script, parser, datasets_known, variants_known, train_one, time_inferen
                 *[a for k in forward for a in (f"--{k.replace('_', '-')}", str(getattr(args, k)))], *extra]
 
     if not args.report_only:
+        if first:
+            run_paired(args, datasets, list(first), seeds, child_cmd, results_path, start, timed=False)
         run_paired(args, datasets, variants, seeds, child_cmd, results_path, start, timed=time_inference is not None)
     done = read_results(results_path)
     figures, missing = collect_figures(done, datasets, seeds, variants, args.iters, timing_defaults)
