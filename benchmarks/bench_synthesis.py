@@ -22,6 +22,7 @@ runs are single-thread processes, two at a time (real and real+synthetic of a se
 """
 import json
 import os
+import re
 
 import numpy as np
 
@@ -89,7 +90,8 @@ def _train(cfg, seed):
 
 
 def _mask_vae(subset, val, classes, sizes, device, seed, opts, vae_dir):
-    """The LabelMapVAE of --masks vae, trained on ``subset``'s maps once (its weights in ``vae_dir``)."""
+    """The LabelMapVAE of --masks vae, trained on ``subset``'s maps once, for its config's iterations (its weights in
+    ``vae_dir``)."""
     from detectron2.modeling import build_model
 
     from seg_d2 import get_cfg
@@ -99,8 +101,7 @@ def _mask_vae(subset, val, classes, sizes, device, seed, opts, vae_dir):
     cfg.merge_from_file(MASK_VAE)
     cfg.merge_from_list(["MODEL.DEVICE", device, "SEED", str(seed), "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(len(classes)),
                          "DATASETS.TRAIN", f"('{subset}',)", "DATASETS.TEST", f"('{val}',)", *sizes,
-                         "SOLVER.MAX_ITER", str(opts["gen_iters"]), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9),
-                         "TEST.VIS_NUM_IMAGES", "0", "OUTPUT_DIR", vae_dir])
+                         "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9), "TEST.VIS_NUM_IMAGES", "0", "OUTPUT_DIR", vae_dir])
     cfg.freeze()
     weights = os.path.join(vae_dir, "model_final.pth")
     if not os.path.isfile(weights):
@@ -120,7 +121,8 @@ def _generator_cfg(dataset, seed, subset, val, device, opts, gen_dir):
                          "DATASETS.TRAIN", f"('{subset}',)", "DATASETS.TEST", f"('{val}',)",
                          *GENERATOR_SIZES[DATASETS[dataset][0]],
                          "SOLVER.MAX_ITER", str(opts["gen_iters"]), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9),
-                         "MODEL.PIX2PIX.SAMPLE_PERIOD", str(opts["gen_iters"]), "OUTPUT_DIR", gen_dir])
+                         "MODEL.PIX2PIX.SAMPLE_PERIOD", str(opts["gen_iters"]), "OUTPUT_DIR", gen_dir,
+                         *opts.get("gen_opts", "").split()])
     cfg.freeze()
     return cfg
 
@@ -129,7 +131,8 @@ def generator_dir(dataset, seed, opts, seed_root):
     """Where the generator of (dataset, seed) lives: under --generators when given (shared by the --out folders of
     other --masks / --mix / --synthetic-num settings, which do not change it), else under this --out."""
     root = os.path.join(opts["generators"], dataset, str(seed)) if opts.get("generators") else seed_root
-    return os.path.join(root, f"generator_{opts['gen_iters']}it")
+    extra = re.sub(r"[^A-Za-z0-9.]+", "-", opts.get("gen_opts", "").strip())
+    return os.path.join(root, f"generator_{opts['gen_iters']}it" + (f"_{extra}" if extra else ""))
 
 
 def train_generator(dataset, seed, subset, val, device, opts, gen_dir):
@@ -218,7 +221,7 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
     train, weights, generator = [subset], [], None
     if variant != "real":
         synthetic, generator = ensure_synthetic(dataset, seed, subset, val, device, opts, gen_dir,
-                                                os.path.join(seed_root, f"synthetic_{opts['masks']}"))
+                                                os.path.join(seed_root, f"synthetic_{opts['masks']}_{os.path.basename(gen_dir)}"))
         train, weights = ([subset, synthetic], [float(x) for x in opts["mix"].split(":")]) \
             if variant == "real+synthetic" else ([synthetic], [])
     cfg = get_cfg()
@@ -244,7 +247,8 @@ def report(figures, dataset, variants, seeds, args):
         l1, psnr = mean_std([g["val"].get("L1", float("nan")) for g in gens]), mean_std([g["val"].get("PSNR", float("nan")) for g in gens])
         print(f"  generator ({dataset}): val L1 {l1[0]:.1f} ± {l1[1]:.1f}, PSNR {psnr[0]:.2f} ± {psnr[1]:.2f} dB, "
               f"{gens[0]['params'] / 1e6:.2f} M parameters, {np.mean([g['wall_s'] for g in gens]) / 60:.1f} min to train "
-              f"({gens[0]['iters']} iterations); mix real:synthetic {args.mix}, {args.synthetic_num} pairs, masks {args.masks}")
+              f"({gens[0]['iters']} iterations{', ' + args.gen_opts if args.gen_opts else ''}); mix real:synthetic {args.mix}, "
+              f"{args.synthetic_num} pairs, masks {args.masks}")
     if "real+synthetic" in variants and "real" in variants:  # issue 24's goal, where labelled images are few
         for key in ("mIoU", "mBoundaryIoU"):
             diffs = [get[key](a) - get[key](b) for a, b in zip(runs["real+synthetic"], runs["real"])]
@@ -262,6 +266,8 @@ def main():
     parser.add_argument("--synthetic-num", type=int, default=200, help="generated pairs per (dataset, seed)")
     parser.add_argument("--mix", default="1:1", help="real:synthetic share of the sampled images (TRAIN_WEIGHTS)")
     parser.add_argument("--masks", default="warp+paste", help="new label maps: warp+paste, warp, copy or vae")
+    parser.add_argument("--gen-opts", default="", help="generator config options, 'KEY VALUE ...' (e.g. "
+                        "'MODEL.PIX2PIX.DROPOUT 0.5'); its folder is named after them")
     parser.add_argument("--generators", default="", help="folder of the generators, shared by several --out "
                         "(default: inside --out)")
     parser.add_argument("--real-from", default="", help="an earlier --out whose real-only runs (same --iters) this "
@@ -269,7 +275,8 @@ def main():
     parser.set_defaults(iters=600, eval_at="")
     paired_runs.main(__file__, parser, DATASETS, VARIANTS, train_one, None, {},
                      "U-Net on real only, real + synthetic (Pix2Pix pairs), synthetic only; evaluated on the real val "
-                     "images", report, forward=("gen_iters", "synthetic_num", "mix", "masks", "generators", "real_from"),
+                     "images", report,
+                     forward=("gen_iters", "gen_opts", "synthetic_num", "mix", "masks", "generators", "real_from"),
                      first=("generator",))
 
 

@@ -43,6 +43,15 @@ def instance_edges(ids: torch.Tensor) -> torch.Tensor:
     return edge[:, None].float()
 
 
+def _dropout_hook(p: float):
+    """A forward hook: dropout on a module's output, in inference too (pix2pix's noise)."""
+
+    def hook(module, inputs, out):
+        return F.dropout(out, p, training=True)
+
+    return hook
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN (Isola et al. 2017): 4x4 convs of stride 2 with LeakyReLU(0.2), norm after all but the first, then
     one of stride 1 and a 1-channel conv; each output scores one patch (70x70 pixels with 3 layers) real or fake."""
@@ -76,8 +85,9 @@ class Pix2Pix(nn.Module):
     2017): a U-Net generator, a PatchGAN discriminator on (label, image) pairs, the GAN loss plus L1 to the real
     image. It trains in two alternating steps (``training_steps``; seg_d2's trainer calls ``model(data, step=s)``
     for each, with its own backward and optimizer step): the discriminator on real and (detached) generated
-    images, then the generator against the updated discriminator. The generator has no dropout noise: an image
-    follows from its label map, and new images come from new label maps (tools/synthesize.py).
+    images, then the generator against the updated discriminator. Its noise is the paper's: dropout on the coarse
+    decoder blocks (all but the full-resolution one), in training and inference alike (``dropout``; 0 = none, an
+    image then follows from its label map alone, and new images come only from new label maps).
 
     Inputs: detectron2's list of dicts with ``sem_seg`` (H x W labels), in training also ``image``; with
     ``instance_edges``, ``instance_ids`` (H x W) or ``instances.gt_masks``. Inference returns one dict per input
@@ -104,6 +114,7 @@ class Pix2Pix(nn.Module):
         l1_weight: float = 100.0,
         gan_loss: str = "vanilla",
         max_pixel_value: float = 255.0,
+        dropout: float = 0.0,
     ):
         """
         Args:
@@ -117,6 +128,8 @@ class Pix2Pix(nn.Module):
             l1_weight: weight of the L1 loss against the GAN loss (100 in the paper).
             gan_loss: "vanilla" (the paper's cross-entropy) or "lsgan" (least squares, Mao et al. 2017).
             max_pixel_value: the images' white (255 for 8-bit); pixels are mapped to [-1, 1] for the generator's tanh.
+            dropout: rate of the generator's noise, dropout after each coarse decoder block, kept on in inference
+                (pix2pix's 0.5; 0 = none).
         """
         super().__init__()
         if gan_loss not in ("vanilla", "lsgan"):
@@ -134,6 +147,12 @@ class Pix2Pix(nn.Module):
                                 decoder_channels=[generator_channels * 2 ** k for k in range(generator_depth - 2, -1, -1)])
         self.discriminator = PatchDiscriminator(in_channels + image_channels, base_channels=discriminator_channels,
                                                 num_layers=discriminator_layers, norm=norm)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MODEL.PIX2PIX.DROPOUT must be in [0, 1), got {dropout}")
+        self.dropout = dropout
+        if dropout:  # a hook, not a module: the state dict (and checkpoints without dropout) stay as they are
+            for block in list(self.decoder.blocks)[:-1]:
+                block.register_forward_hook(_dropout_hook(dropout))
 
     @classmethod
     def from_config(cls, cfg):
@@ -151,6 +170,7 @@ class Pix2Pix(nn.Module):
             "l1_weight": p.L1_WEIGHT,
             "gan_loss": p.GAN_LOSS,
             "max_pixel_value": p.MAX_PIXEL_VALUE,
+            "dropout": p.DROPOUT,
         }
 
     @property

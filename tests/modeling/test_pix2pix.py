@@ -171,3 +171,19 @@ def test_inference_returns_images_at_the_requested_size_in_pixel_range():
     out = model([{"sem_seg": torch.as_tensor(lab[:45, :47]), "height": 90, "width": 94}])
     assert out[0]["image"].shape == (3, 90, 94)
     assert 0 <= float(out[0]["image"].min()) and float(out[0]["image"].max()) <= 255
+
+
+def test_dropout_is_noise_in_inference_and_leaves_the_weights_as_they_are():
+    """pix2pix's noise (Isola 2017): dropout kept on at test time, so one label map gives different images; with
+    rate 0 the generator is a function of the map. Either way the state dict is the same (checkpoints load)."""
+    lab = torch.as_tensor(_data(1)[0][0])
+    plain, noisy = _model().eval(), _model(dropout=0.5).eval()
+    assert plain.state_dict().keys() == noisy.state_dict().keys()
+    noisy.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        a, b = (plain([{"sem_seg": lab}])[0]["image"] for _ in range(2))
+        c, d = (noisy([{"sem_seg": lab}])[0]["image"] for _ in range(2))
+    assert torch.equal(a, b)
+    assert (c - d).abs().max() > 1.0  # in 0..255 pixels
+    with pytest.raises(ValueError, match=r"MODEL.PIX2PIX.DROPOUT must be in \[0, 1\), got 1.0"):
+        _model(dropout=1.0)
