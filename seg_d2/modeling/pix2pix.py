@@ -115,6 +115,7 @@ class Pix2Pix(nn.Module):
         gan_loss: str = "vanilla",
         max_pixel_value: float = 255.0,
         dropout: float = 0.0,
+        padding_mode: str = "zeros",
     ):
         """
         Args:
@@ -130,6 +131,8 @@ class Pix2Pix(nn.Module):
             max_pixel_value: the images' white (255 for 8-bit); pixels are mapped to [-1, 1] for the generator's tanh.
             dropout: rate of the generator's noise, dropout after each coarse decoder block, kept on in inference
                 (pix2pix's 0.5; 0 = none).
+            padding_mode: the generator's conv padding, "zeros" or "reflect" (pix2pixHD's and CycleGAN's): zero
+                padding tells every layer where the border is, which a generator can paint as a frame.
         """
         super().__init__()
         if gan_loss not in ("vanilla", "lsgan"):
@@ -147,6 +150,12 @@ class Pix2Pix(nn.Module):
                                 decoder_channels=[generator_channels * 2 ** k for k in range(generator_depth - 2, -1, -1)])
         self.discriminator = PatchDiscriminator(in_channels + image_channels, base_channels=discriminator_channels,
                                                 num_layers=discriminator_layers, norm=norm)
+        if padding_mode not in ("zeros", "reflect"):
+            raise ValueError(f"MODEL.PIX2PIX.PADDING_MODE must be 'zeros' or 'reflect', got {padding_mode!r}")
+        for module in (self.encoder, self.decoder):
+            for conv in module.modules():
+                if isinstance(conv, nn.Conv2d) and any(conv.padding):  # not a weight: checkpoints are unchanged
+                    conv.padding_mode = padding_mode
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MODEL.PIX2PIX.DROPOUT must be in [0, 1), got {dropout}")
         self.dropout = dropout
@@ -171,6 +180,7 @@ class Pix2Pix(nn.Module):
             "gan_loss": p.GAN_LOSS,
             "max_pixel_value": p.MAX_PIXEL_VALUE,
             "dropout": p.DROPOUT,
+            "padding_mode": p.PADDING_MODE,
         }
 
     @property

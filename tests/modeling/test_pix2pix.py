@@ -187,3 +187,18 @@ def test_dropout_is_noise_in_inference_and_leaves_the_weights_as_they_are():
     assert (c - d).abs().max() > 1.0  # in 0..255 pixels
     with pytest.raises(ValueError, match=r"MODEL.PIX2PIX.DROPOUT must be in \[0, 1\), got 1.0"):
         _model(dropout=1.0)
+
+
+def test_reflect_padding_leaves_no_border_signal_to_paint_a_frame_from():
+    """Convs, BN, ReLU, pooling and bilinear upsampling map a constant input to a constant output unless the
+    padding brings in something else: with reflect padding an all-background map gives a flat image (what a
+    frame along the borders cannot come from); zero padding makes the border differ from the interior."""
+    flat = [{"sem_seg": torch.zeros(48, 48, dtype=torch.long)}]
+    with torch.no_grad():
+        reflect = _model(padding_mode="reflect").eval()(flat)[0]["image"]
+        zeros = _model().eval()(flat)[0]["image"]
+    assert float(reflect.std(dim=(1, 2)).max()) < 1e-3
+    assert float((zeros[:, 0, 0] - zeros[:, 24, 24]).abs().max()) > 0.1
+    assert _model(padding_mode="reflect").state_dict().keys() == _model().state_dict().keys()
+    with pytest.raises(ValueError, match="MODEL.PIX2PIX.PADDING_MODE must be 'zeros' or 'reflect', got 'circular'"):
+        _model(padding_mode="circular")
