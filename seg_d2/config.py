@@ -216,6 +216,7 @@ def _add_sem_seg_config(cfg):
     cfg.TEST.CHANNELS_LAST = False  # backbone, head and inputs in torch.channels_last memory format
     cfg.TEST.AMP = CN({"ENABLED": False})  # autocast of backbone + head in inference
     cfg.TEST.AMP.DTYPE = "float16"  # "float16" or "bfloat16" on CUDA; on CPU always bfloat16
+    cfg.TEST.FUSE_CONV_BN = False  # infer with the batch norms folded into the convolutions (a copy, remade when weights change)
     cfg.TEST.COMPILE = CN({"ENABLED": False})  # torch.compile of backbone + head in inference
     cfg.TEST.COMPILE.BACKEND = "inductor"  # torch.compile backend (inductor on CPU needs a C++ compiler)
     cfg.TEST.COMPILE.MODE = "default"  # torch.compile mode: "default", "reduce-overhead", "max-autotune"

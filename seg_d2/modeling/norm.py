@@ -60,3 +60,33 @@ def conv_norm_act(in_channels: int, out_channels: int, norm, kernel_size: int = 
 def double_conv(in_channels: int, out_channels: int, norm) -> nn.Sequential:
     """The U-Net block: two 3x3 conv-norm-ReLU (Ronneberger et al. 2015)."""
     return nn.Sequential(conv_norm_act(in_channels, out_channels, norm), conv_norm_act(out_channels, out_channels, norm))
+
+
+def fuse_conv_bn_(module: nn.Module) -> nn.Module:
+    """Fold every batch norm that directly follows a convolution into the convolution's weights and bias, in
+    place, for inference: detectron2's ``Conv2d`` with a ``norm`` (BatchNorm2d in eval mode or
+    FrozenBatchNorm2d), and a ``nn.Conv2d`` followed by a ``nn.BatchNorm2d`` in an ``nn.Sequential`` (seg_d2's
+    :func:`conv_norm_act`). conv(x) * s + t with s = gamma / sqrt(var + eps), t = beta - mean * s is one conv;
+    the norm's multiply-add per pixel goes. Returns ``module``; it must not be trained afterwards."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    from detectron2.layers import Conv2d as D2Conv2d, FrozenBatchNorm2d
+
+    bn_types = (nn.BatchNorm2d, FrozenBatchNorm2d)
+
+    def fold(conv: nn.Conv2d, bn: nn.Module) -> None:
+        weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps,
+                                            bn.weight, bn.bias)
+        conv.weight, conv.bias = weight, bias
+
+    for m in list(module.modules()):
+        if isinstance(m, D2Conv2d) and isinstance(m.norm, bn_types):
+            fold(m, m.norm)
+            m.norm = None
+        elif isinstance(m, nn.Sequential):
+            children = list(m._modules.items())
+            for (_, conv), (name, bn) in zip(children, children[1:]):
+                if type(conv) is nn.Conv2d and isinstance(bn, bn_types) and conv.out_channels == bn.num_features:
+                    fold(conv, bn)
+                    m._modules[name] = nn.Identity()
+    return module

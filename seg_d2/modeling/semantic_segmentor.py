@@ -1,6 +1,7 @@
 """detectron2's SemanticSegmentor with sliding-window inference, TTA and inference options switched on
 in config."""
 import contextlib
+import copy
 import logging
 from typing import Sequence, Tuple
 
@@ -14,6 +15,7 @@ from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from detectron2.utils.logger import log_first_n
 
+from .norm import fuse_conv_bn_
 from .sem_seg_inference import sliding_window_inference, tta_inference
 
 __all__ = ["SegD2SemanticSegmentor", "check_inference_options"]
@@ -23,12 +25,13 @@ _AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 def _inference_options_set(cfg) -> list:
     return [k for k, on in [("TEST.CHANNELS_LAST", cfg.TEST.CHANNELS_LAST), ("TEST.AMP.ENABLED", cfg.TEST.AMP.ENABLED),
-                            ("TEST.COMPILE.ENABLED", cfg.TEST.COMPILE.ENABLED)] if on]
+                            ("TEST.COMPILE.ENABLED", cfg.TEST.COMPILE.ENABLED),
+                            ("TEST.FUSE_CONV_BN", cfg.TEST.FUSE_CONV_BN)] if on]
 
 
 def check_inference_options(cfg) -> None:
     """Raise if ``cfg`` turns on an inference option (``TEST.CHANNELS_LAST``, ``TEST.AMP``,
-    ``TEST.COMPILE``) that its model does not apply: they are implemented by
+    ``TEST.COMPILE``, ``TEST.FUSE_CONV_BN``) that its model does not apply: they are implemented by
     :class:`SegD2SemanticSegmentor` only, not by instance models (GeneralizedRCNN, RetinaNet) nor by
     detectron2's plain SemanticSegmentor.
 
@@ -69,8 +72,8 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
     them to its original height and width. This class only adds, when enabled in config, inference
     image by image over sliding windows, stacked ``window_batch_size`` at a time
     (``TEST.SLIDING_WINDOW``), flip and multi-scale TTA (``TEST.SEM_SEG_TTA``), and inference options:
-    channels-last memory format (``TEST.CHANNELS_LAST``), autocast (``TEST.AMP``) and ``torch.compile``
-    of backbone + head (``TEST.COMPILE``). The output is detectron2's: ``[{"sem_seg": K x H x W
+    channels-last memory format (``TEST.CHANNELS_LAST``), autocast (``TEST.AMP``), batch norms folded into
+    the convolutions (``TEST.FUSE_CONV_BN``) and ``torch.compile`` of backbone + head (``TEST.COMPILE``). The output is detectron2's: ``[{"sem_seg": K x H x W
     logits}]`` (float32 whatever the options), K = 2 (background, foreground) for a binary model
     (``NUM_CLASSES`` 1), whatever the inference.
     """
@@ -93,6 +96,7 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
         compile: bool = False,
         compile_backend: str = "inductor",
         compile_mode: str = "default",
+        fuse_conv_bn: bool = False,
         **kwargs,
     ):
         """
@@ -105,6 +109,8 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
                 on CPU always bfloat16 (float16 convolutions are slower than float32 on CPUs).
             compile, compile_backend, compile_mode: ``torch.compile`` backbone + head, built at the
                 first inference; the weights stay shared with this model.
+            fuse_conv_bn: infer with a copy of backbone + head whose batch norms are folded into the
+                convolutions (:func:`fuse_conv_bn_`), made again whenever the weights have changed.
             kwargs: arguments of :class:`SemanticSegmentor`.
         """
         super().__init__(**kwargs)
@@ -126,6 +132,7 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
         self.compile = compile
         self.compile_backend = compile_backend
         self.compile_mode = compile_mode
+        self.fuse_conv_bn = fuse_conv_bn
         # a plain dict, so that these wrappers are no submodules (no duplicate state_dict keys)
         self._nets = {}
 
@@ -139,7 +146,7 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
             tta=tta.ENABLED, tta_flip=tta.FLIP, tta_scales=tuple(tta.SCALES),
             channels_last=cfg.TEST.CHANNELS_LAST, amp=cfg.TEST.AMP.ENABLED, amp_dtype=cfg.TEST.AMP.DTYPE,
             compile=cfg.TEST.COMPILE.ENABLED, compile_backend=cfg.TEST.COMPILE.BACKEND,
-            compile_mode=cfg.TEST.COMPILE.MODE,
+            compile_mode=cfg.TEST.COMPILE.MODE, fuse_conv_bn=cfg.TEST.FUSE_CONV_BN,
         )
         return ret
 
@@ -153,15 +160,28 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
                         f"is used on CUDA).", n=1, name=__name__)
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def _weights_version(self) -> tuple:
+        """Changes whenever a parameter or buffer is written (an optimizer step, load_state_dict)."""
+        return tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
+
     def _net(self):
-        """Backbone + head, compiled if ``self.compile``; channels-last if ``self.channels_last``."""
+        """Backbone + head: compiled if ``self.compile``; channels-last if ``self.channels_last``; a copy with
+        the batch norms folded in if ``self.fuse_conv_bn``."""
         if self.channels_last:  # a no-op once converted; weights loaded later keep the format
             self.backbone.to(memory_format=torch.channels_last)
             self.sem_seg_head.to(memory_format=torch.channels_last)
         if "eager" not in self._nets:
             self._nets["eager"] = _BackboneHead(self.backbone, self.sem_seg_head)
+        net = self._nets["eager"]
+        if self.fuse_conv_bn:
+            if self._nets.get("fused_version") != self._weights_version():
+                with torch.no_grad():
+                    self._nets["fused"] = fuse_conv_bn_(copy.deepcopy(net).eval())
+                self._nets["fused_version"] = self._weights_version()
+                self._nets.pop("compiled", None)  # compiled from the stale copy
+            net = self._nets["fused"]
         if not self.compile:
-            return self._nets["eager"]
+            return net
         if "compiled" not in self._nets:
             try:
                 if self.compile_backend == "inductor" and self.device.type == "cpu":
@@ -169,7 +189,7 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
 
                     get_cpp_compiler()  # fail now, naming the compiler, rather than deep in compilation
                 self._nets["compiled"] = torch.compile(
-                    self._nets["eager"], backend=self.compile_backend,
+                    net, backend=self.compile_backend,
                     mode=None if self.compile_mode == "default" else self.compile_mode,
                 )
             except Exception as e:  # no C++ compiler, an unknown backend or mode
@@ -220,7 +240,7 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
         )
 
     def forward(self, batched_inputs):
-        options = self.channels_last or self.amp or self.compile
+        options = self.channels_last or self.amp or self.compile or self.fuse_conv_bn
         if self.training or not (self.sliding_window or self.tta or options):
             return super().forward(batched_inputs)
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]

@@ -1,5 +1,5 @@
-"""Inference options of SegD2SemanticSegmentor (TEST.CHANNELS_LAST, TEST.AMP, TEST.COMPILE): each gives
-the label map of plain detectron2 inference, and they are refused for models that don't apply them."""
+"""Inference options of SegD2SemanticSegmentor (TEST.CHANNELS_LAST, TEST.AMP, TEST.COMPILE, TEST.FUSE_CONV_BN):
+each gives the label map of plain detectron2 inference, and they are refused for models that don't apply them."""
 import pytest
 import torch
 
@@ -79,8 +79,38 @@ def test_compile_errors_name_the_cause(monkeypatch):
         _outputs(no_cxx, images(SIZES[:1]))
 
 
+@pytest.mark.parametrize("family", ["unet_resnet", "unet_classic_rgb", "fcn_resnet"])
+def test_fused_conv_bn_gives_the_plain_logits_and_follows_new_weights(family):
+    """Folding BN into the convs is exact up to float rounding (the plain model, BN applied after each conv, is
+    the reference); the fused copy has no batch norm left, the model keeps its own; after a weight update the
+    copy is made again."""
+    from detectron2.layers import FrozenBatchNorm2d
+
+    plain, fused = model_pair(family, "TEST.FUSE_CONV_BN", "True")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # non-trivial statistics, so that the fold has something to do
+        for m in plain.modules():
+            if isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d)):
+                for t, lo, hi in ((m.running_mean, -1, 1), (m.running_var, 0.5, 2), (m.weight, 0.5, 1.5),
+                                  (m.bias, -0.5, 0.5)):
+                    t.copy_(torch.empty(t.shape).uniform_(lo, hi, generator=g))
+    fused.load_state_dict(plain.state_dict())
+    inputs = images(SIZES)
+    for ref, out in zip(_outputs(plain, inputs), _outputs(fused, inputs)):
+        assert out.shape == ref.shape
+        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max())
+    bn = (torch.nn.BatchNorm2d, FrozenBatchNorm2d)
+    assert not any(isinstance(m, bn) for m in fused._nets["fused"].modules())
+    assert any(isinstance(m, bn) for m in fused.modules()) and fused.state_dict().keys() == plain.state_dict().keys()
+    with torch.no_grad():  # a training step's in-place update
+        for model in (plain, fused):
+            next(m for m in model.sem_seg_head.modules() if isinstance(m, torch.nn.Conv2d)).weight.mul_(-2.0)
+    for ref, out in zip(_outputs(plain, inputs), _outputs(fused, inputs)):
+        assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max())
+
+
 @pytest.mark.parametrize("opt", [["TEST.CHANNELS_LAST", "True"], ["TEST.AMP.ENABLED", "True"],
-                                 ["TEST.COMPILE.ENABLED", "True"]])
+                                 ["TEST.COMPILE.ENABLED", "True"], ["TEST.FUSE_CONV_BN", "True"]])
 def test_options_are_semantic_only(opt):
     cfg = make_cfg("Base-RCNN-FPN.yaml", *opt)
     with pytest.raises(NotImplementedError, match=f"{opt[0]}.*SegD2SemanticSegmentor.*GeneralizedRCNN"):
