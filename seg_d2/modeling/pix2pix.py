@@ -43,6 +43,17 @@ def instance_edges(ids: torch.Tensor) -> torch.Tensor:
     return edge[:, None].float()
 
 
+def _pad_edge(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``x`` (H x W, or C x H x W) padded at the bottom and right to ``h`` x ``w`` by repeating its last row and
+    column."""
+    pad = (0, w - x.shape[-1], 0, h - x.shape[-2])
+    if not any(pad):
+        return x
+    y = x.float() if not x.is_floating_point() else x
+    y = F.pad(y.reshape(1, -1, *x.shape[-2:]), pad, mode="replicate").reshape(*x.shape[:-2], h, w)
+    return y.to(x.dtype)
+
+
 def _dropout_hook(p: float):
     """A forward hook: dropout on a module's output, in inference too (pix2pix's noise)."""
 
@@ -250,21 +261,23 @@ class Pix2Pix(nn.Module):
         d = self.size_divisibility
         h = -(-max(s[0] for s in sizes) // d) * d
         w = -(-max(s[1] for s in sizes) // d) * d
-        n = len(batched_inputs)
-        sem_seg = torch.full((n, h, w), self.ignore_value, dtype=torch.long, device=self.device)
-        valid = torch.zeros((n, 1, h, w), device=self.device)
-        ids = torch.zeros((n, h, w), dtype=torch.long, device=self.device)
-        images = torch.zeros((n, self.decoder.predictor.out_channels, h, w), device=self.device) if with_image else None
+        valid = torch.zeros((len(batched_inputs), 1, h, w), device=self.device)
+        sem_seg, ids, images = [], [], []
         for i, (x, (hi, wi)) in enumerate(zip(batched_inputs, sizes)):
-            sem_seg[i, :hi, :wi] = x["sem_seg"].to(self.device)
+            # the maps are padded with their own edge pixels, as the generator saw maps in training (random
+            # crops, never padded): a band of "ignore" or of no class would be an input it never met, and it
+            # painted that band's influence as a frame around the image
+            sem_seg.append(_pad_edge(x["sem_seg"].to(self.device), h, w))
             valid[i, :, :hi, :wi] = 1
             if self.use_instance_edges:
-                ids[i, :hi, :wi] = self._instance_ids(x).to(self.device)
+                ids.append(_pad_edge(self._instance_ids(x).to(self.device), h, w))
             if with_image:
-                images[i, :, :hi, :wi] = x["image"].to(self.device).float() / self.max_pixel_value * 2 - 1
+                images.append(_pad_edge(x["image"].to(self.device).float() / self.max_pixel_value * 2 - 1, h, w))
+        sem_seg = torch.stack(sem_seg)
+        images = torch.stack(images) if with_image else None
         labels = label_channels(sem_seg, self.num_classes, self.ignore_value)
         if self.use_instance_edges:
-            labels = torch.cat([labels, instance_edges(ids)], dim=1)
+            labels = torch.cat([labels, instance_edges(torch.stack(ids))], dim=1)
         return labels, images, valid, sizes
 
     def _gan(self, logits: torch.Tensor, real: bool) -> torch.Tensor:

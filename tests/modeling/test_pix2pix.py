@@ -202,3 +202,17 @@ def test_reflect_padding_leaves_no_border_signal_to_paint_a_frame_from():
     assert _model(padding_mode="reflect").state_dict().keys() == _model().state_dict().keys()
     with pytest.raises(ValueError, match="MODEL.PIX2PIX.PADDING_MODE must be 'zeros' or 'reflect', got 'circular'"):
         _model(padding_mode="circular")
+
+
+def test_a_map_that_needs_padding_is_padded_with_its_own_edges():
+    """Bug fix: maps whose size is not a multiple of the generator's stride were padded with the ignore label,
+    an input never met in training (random crops are never padded), and the generator painted it as a frame.
+    With reflect padding an all-background map gives a flat image at any size, as at a stride multiple."""
+    model = _model(padding_mode="reflect").eval()
+    assert model.size_divisibility == 4
+    with torch.no_grad():
+        aligned = model([{"sem_seg": torch.zeros(48, 48, dtype=torch.long)}])[0]["image"]
+        padded = model([{"sem_seg": torch.zeros(46, 47, dtype=torch.long)}])[0]["image"]
+    assert padded.shape == (3, 46, 47)
+    assert float(padded.std(dim=(1, 2)).max()) < 1e-3
+    assert torch.allclose(padded, aligned[:, :46, :47], atol=1e-3)
