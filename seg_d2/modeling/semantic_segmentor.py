@@ -73,9 +73,9 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
     image by image over sliding windows, stacked ``window_batch_size`` at a time
     (``TEST.SLIDING_WINDOW``), flip and multi-scale TTA (``TEST.SEM_SEG_TTA``), and inference options:
     channels-last memory format (``TEST.CHANNELS_LAST``), autocast (``TEST.AMP``), batch norms folded into
-    the convolutions (``TEST.FUSE_CONV_BN``) and ``torch.compile`` of backbone + head (``TEST.COMPILE``). The output is detectron2's: ``[{"sem_seg": K x H x W
-    logits}]`` (float32 whatever the options), K = 2 (background, foreground) for a binary model
-    (``NUM_CLASSES`` 1), whatever the inference.
+    the convolutions (``TEST.FUSE_CONV_BN``) and ``torch.compile`` of backbone + head (``TEST.COMPILE``).
+    The output is detectron2's: ``[{"sem_seg": K x H x W logits}]`` (float32 whatever the options),
+    K = 2 (background, foreground) for a binary model (``NUM_CLASSES`` 1), whatever the inference.
     """
 
     @configurable
@@ -174,10 +174,11 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
             self._nets["eager"] = _BackboneHead(self.backbone, self.sem_seg_head)
         net = self._nets["eager"]
         if self.fuse_conv_bn:
-            if self._nets.get("fused_version") != self._weights_version():
+            version = self._weights_version()
+            if self._nets.get("fused_version") != version:
                 with torch.no_grad():
                     self._nets["fused"] = fuse_conv_bn_(copy.deepcopy(net).eval())
-                self._nets["fused_version"] = self._weights_version()
+                self._nets["fused_version"] = version
                 self._nets.pop("compiled", None)  # compiled from the stale copy
             net = self._nets["fused"]
         if not self.compile:
