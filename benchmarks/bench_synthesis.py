@@ -200,14 +200,28 @@ def summarize(results):
     return {"sem_seg": {k: v for k, v in results.get("sem_seg", {}).items() if "-" not in k or k.startswith("IoU-")}}
 
 
+def unet_cfg(dataset, seed, train, weights, test, iters, device, out_dir):
+    """The benchmark's U-Net recipe (frozen) on the registered sets ``train`` (sampled by ``weights``), tested on
+    ``test``."""
+    from seg_d2 import get_cfg
+
+    classes, _, _, sizes, _ = BASES[DATASETS[dataset][0]]
+    cfg = get_cfg()
+    cfg.merge_from_file(UNET)
+    cfg.merge_from_list([
+        "MODEL.DEVICE", device, "SEED", str(seed), "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(len(classes)),
+        "DATASETS.TRAIN", str(tuple(train)), "DATASETS.TEST", f"('{test}',)", "SEG_D2.DATASETS.TRAIN_WEIGHTS", str(weights),
+        *sizes, "SOLVER.MAX_ITER", str(iters), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9), "TEST.EVAL_PERIOD", "0",
+        "TEST.VIS_NUM_IMAGES", "0", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", out_dir])
+    cfg.freeze()
+    return cfg
+
+
 def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
     import seg_d2  # noqa: F401
-    from seg_d2 import get_cfg
 
     opts = json.loads(os.environ["SEG_D2_BENCH_ARGS"])
     subset, val = _register(dataset, seed)
-    base, _ = DATASETS[dataset]
-    classes, _, _, sizes, _ = BASES[base]
     seed_root = os.path.dirname(out_dir.rstrip("/"))
     gen_dir = generator_dir(dataset, seed, opts, seed_root)
     if variant == "generator":  # the first stage: every generator before any U-Net
@@ -224,14 +238,7 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
                                                 os.path.join(seed_root, f"synthetic_{opts['masks']}_{os.path.basename(gen_dir)}"))
         train, weights = ([subset, synthetic], [float(x) for x in opts["mix"].split(":")]) \
             if variant == "real+synthetic" else ([synthetic], [])
-    cfg = get_cfg()
-    cfg.merge_from_file(UNET)
-    cfg.merge_from_list([
-        "MODEL.DEVICE", device, "SEED", str(seed), "MODEL.SEM_SEG_HEAD.NUM_CLASSES", str(len(classes)),
-        "DATASETS.TRAIN", str(tuple(train)), "DATASETS.TEST", f"('{val}',)", "SEG_D2.DATASETS.TRAIN_WEIGHTS", str(weights),
-        *sizes, "SOLVER.MAX_ITER", str(iters), "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9), "TEST.EVAL_PERIOD", "0",
-        "TEST.VIS_NUM_IMAGES", "0", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", out_dir])
-    cfg.freeze()
+    cfg = unet_cfg(dataset, seed, train, weights, val, iters, device, out_dir)
     record = train_and_record(load_train_net().Trainer, cfg, iters, eval_at, device, summarize)
     return {**record, "train_sets": train, "train_weights": weights, "generator": generator,
             "bench_options": opts}

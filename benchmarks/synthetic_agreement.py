@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Do the synthetic images show what their labels say? A real-only U-Net of benchmarks/bench_synthesis.py (the
+judge: by default the same (dataset, seed)'s, with --judge the same seed's on another training set, e.g. all the
+labelled images), a model that never saw a generated pair, segments each seed's generated images; its figures
+against their label maps are set beside its figures on the real val images. Faithful pairs score about as well as
+the real images; pairs whose images ignore their labels score far lower (and then teach a U-Net wrong labels).
+
+    python benchmarks/synthetic_agreement.py --out bench_out/synthesis/edgepad_wp_1to1 \\
+        --datasets real_buildings_4,real_buildings_8 --judge real_buildings
+"""
+import argparse
+import glob
+import json
+import os
+
+import bench_synthesis as bs  # benchmarks/bench_synthesis.py
+from paired_runs import load_train_net, mean_std, read_results, trained_weights
+
+
+def agreement(dataset, seed, synth_dir, real_out, judge, device):
+    """The real-only model of (``judge``, ``seed``)'s sem_seg figures on the val set and on the pairs in
+    ``synth_dir``."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.modeling import build_model
+
+    from seg_d2.data.datasets import register_sem_seg_folder
+    from seg_d2.engine import SegD2Checkpointer
+
+    subset, val = bs._register(dataset, seed)
+    classes = bs.BASES[bs.DATASETS[dataset][0]][0]
+    name = f"bench_agreement_{dataset}_{seed}_{os.path.basename(synth_dir)}"
+    if name not in DatasetCatalog:
+        register_sem_seg_folder(name, os.path.join(synth_dir, "images"), os.path.join(synth_dir, "labels"), classes)
+    weights = trained_weights(os.path.join(real_out, "results.jsonl"), real_out, judge, seed, ["real"])["real"]
+    figures = {}
+    for split, test in (("val", val), ("synthetic", name)):
+        cfg = bs.unet_cfg(dataset, seed, [subset], [], test, 1, device, os.path.join(synth_dir, "agreement"))
+        model = build_model(cfg)
+        SegD2Checkpointer(model, strict_shapes=True).load(weights)
+        model.eval()
+        figures[split] = bs.summarize(load_train_net().Trainer.test(cfg, model))["sem_seg"]
+    return {"weights": weights, **figures}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="a bench_synthesis --out (its synthetic_* folders are read)")
+    parser.add_argument("--real-from", default="", help="the --out that holds the real-only runs (default: --out)")
+    parser.add_argument("--datasets", default="real_buildings_4,real_buildings_8")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--judge", default="", help="the training set whose real-only runs judge the pairs (default: "
+                        "each dataset's own)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default="", help="also write the figures to this json file")
+    args = parser.parse_args()
+    import seg_d2  # noqa: F401
+
+    real_out = args.real_from or args.out
+    rows = []
+    for dataset in args.datasets.split(","):
+        for seed in map(int, args.seeds.split(",")):
+            judge = args.judge or dataset
+            if ("train", judge, seed, "real") not in read_results(os.path.join(real_out, "results.jsonl")):
+                continue
+            for synth_dir in sorted(glob.glob(os.path.join(args.out, dataset, str(seed), "synthetic_*"))):
+                if os.path.isdir(synth_dir):
+                    rows.append({"dataset": dataset, "seed": seed, "pairs": os.path.basename(synth_dir), "judge": judge,
+                                 **agreement(dataset, seed, synth_dir, real_out, judge, args.device)})
+    keys = ("mIoU", "mBoundaryIoU") + tuple(sorted({k for r in rows for k in r["val"] if k.startswith("IoU-")}))
+    print("\nthe real-only U-Net (judge) of each seed on the real val images | on the seed's generated pairs:")
+    print("| dataset | pairs | judge | seeds | " + " | ".join(keys) + " |")
+    print("|---|---|---|---|" + "---|" * len(keys))
+    for key in sorted({(r["dataset"], r["pairs"], r["judge"]) for r in rows}):
+        sel = [r for r in rows if (r["dataset"], r["pairs"], r["judge"]) == key]
+        cells = [[mean_std([r[split].get(k, float("nan")) for r in sel]) for split in ("val", "synthetic")] for k in keys]
+        print(f"| {' | '.join(key)} | {len(sel)} | " + " | ".join(
+            f"{v[0]:.1f} ± {v[1]:.1f} \\| {p[0]:.1f} ± {p[1]:.1f}" for v, p in cells) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
