@@ -13,13 +13,39 @@ import glob
 import json
 import os
 
+import cv2
+import numpy as np
+import torch
+
 import bench_synthesis as bs  # benchmarks/bench_synthesis.py
 from paired_runs import load_train_net, mean_std, read_results, trained_weights
 
 
-def agreement(dataset, seed, synth_dir, real_out, judge, device):
+@torch.no_grad()
+def write_grid(cfg, model, dataset_name, path, num):
+    """The first ``num`` pairs of ``dataset_name``: label | image | the judge's prediction, one row each."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from seg_d2.data.image_io import read_image
+    from seg_d2.data.sem_seg_io import read_label_map
+    from seg_d2.engine.samples import sample_grid, to_bgr
+    from seg_d2.utils.visualizer import class_colors
+
+    colors = np.array(class_colors(MetadataCatalog.get(dataset_name), cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES)
+                      + [(0, 0, 0)], np.uint8)  # the last row: ignored pixels
+    labels, rows = [], []
+    for d in DatasetCatalog.get(dataset_name)[:num]:
+        image = read_image(d["file_name"], cfg.INPUT.FORMAT)
+        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)), dtype=torch.float32)
+        pred = model([{"image": tensor, "height": image.shape[0], "width": image.shape[1]}])[0]["sem_seg"].argmax(0)
+        labels.append(read_label_map(d["sem_seg_file_name"]))
+        rows.append([to_bgr(image, cfg.INPUT.FORMAT), colors[pred.numpy()][:, :, ::-1]])
+    cv2.imwrite(path, sample_grid(labels, rows, colors))
+
+
+def agreement(dataset, seed, synth_dir, real_out, judge, device, grid=""):
     """The real-only model of (``judge``, ``seed``)'s sem_seg figures on the val set and on the pairs in
-    ``synth_dir``."""
+    ``synth_dir`` (and, with ``grid``, a picture of its first pairs there)."""
     from detectron2.data import DatasetCatalog
     from detectron2.modeling import build_model
 
@@ -39,6 +65,8 @@ def agreement(dataset, seed, synth_dir, real_out, judge, device):
         SegD2Checkpointer(model, strict_shapes=True).load(weights)
         model.eval()
         figures[split] = bs.summarize(load_train_net().Trainer.test(cfg, model))["sem_seg"]
+        if grid and split == "synthetic":
+            write_grid(cfg, model, test, grid, 4)
     return {"weights": weights, **figures}
 
 
@@ -52,6 +80,8 @@ def main():
                         "each dataset's own)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", default="", help="also write the figures to this json file")
+    parser.add_argument("--grid", default="", help="a picture of the first set's first 4 pairs: label | image | the "
+                        "judge's prediction")
     args = parser.parse_args()
     import seg_d2  # noqa: F401
 
@@ -65,7 +95,8 @@ def main():
             for synth_dir in sorted(glob.glob(os.path.join(args.out, dataset, str(seed), "synthetic_*"))):
                 if os.path.isdir(synth_dir):
                     rows.append({"dataset": dataset, "seed": seed, "pairs": os.path.basename(synth_dir), "judge": judge,
-                                 **agreement(dataset, seed, synth_dir, real_out, judge, args.device)})
+                                 **agreement(dataset, seed, synth_dir, real_out, judge, args.device,
+                                             "" if rows else args.grid)})
     keys = ("mIoU", "mBoundaryIoU") + tuple(sorted({k for r in rows for k in r["val"] if k.startswith("IoU-")}))
     print("\nthe real-only U-Net (judge) of each seed on the real val images | on the seed's generated pairs:")
     print("| dataset | pairs | judge | seeds | " + " | ".join(keys) + " |")
