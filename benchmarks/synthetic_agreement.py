@@ -21,6 +21,14 @@ import bench_synthesis as bs  # benchmarks/bench_synthesis.py
 from paired_runs import load_train_net, mean_std, read_results, trained_weights
 
 
+def class_share(label_files, num_classes):
+    """Each class's share of the labelled pixels (%) over ``label_files``."""
+    from seg_d2.data.sem_seg_io import read_label_map
+
+    counts = sum(np.bincount(read_label_map(f).ravel(), minlength=256)[:num_classes] for f in label_files)
+    return (100.0 * counts / counts.sum()).tolist()
+
+
 @torch.no_grad()
 def write_grid(cfg, model, dataset_name, path, num):
     """The first ``num`` pairs of ``dataset_name``: label | image | the judge's prediction, one row each."""
@@ -57,6 +65,8 @@ def agreement(dataset, seed, synth_dir, real_out, judge, device, grid=""):
     name = f"bench_agreement_{dataset}_{seed}_{os.path.basename(synth_dir)}"
     if name not in DatasetCatalog:
         register_sem_seg_folder(name, os.path.join(synth_dir, "images"), os.path.join(synth_dir, "labels"), classes)
+    share = {"labelled": class_share([d["sem_seg_file_name"] for d in DatasetCatalog.get(subset)], len(classes)),
+             "synthetic": class_share([d["sem_seg_file_name"] for d in DatasetCatalog.get(name)], len(classes))}
     weights = trained_weights(os.path.join(real_out, "results.jsonl"), real_out, judge, seed, ["real"])["real"]
     figures = {}
     for split, test in (("val", val), ("synthetic", name)):
@@ -67,7 +77,7 @@ def agreement(dataset, seed, synth_dir, real_out, judge, device, grid=""):
         figures[split] = bs.summarize(load_train_net().Trainer.test(cfg, model))["sem_seg"]
         if grid and split == "synthetic":
             write_grid(cfg, model, test, grid, 4)
-    return {"weights": weights, **figures}
+    return {"weights": weights, "class_share": share, **figures}
 
 
 def main():
@@ -106,6 +116,11 @@ def main():
         cells = [[mean_std([r[split].get(k, float("nan")) for r in sel]) for split in ("val", "synthetic")] for k in keys]
         print(f"| {' | '.join(key)} | {len(sel)} | " + " | ".join(
             f"{v[0]:.1f} ± {v[1]:.1f} \\| {p[0]:.1f} ± {p[1]:.1f}" for v, p in cells) + " |")
+    print("\nshare of the labelled pixels per class (%): the seed's labelled images | its generated pairs")
+    for key in sorted({(r["dataset"], r["pairs"]) for r in rows}):
+        sel = [r for r in rows if (r["dataset"], r["pairs"]) == key]
+        real, synthetic = (np.mean([r["class_share"][k] for r in sel], axis=0) for k in ("labelled", "synthetic"))
+        print(f"  {key[0]} {key[1]}: " + ", ".join(f"{a:.1f} | {b:.1f}" for a, b in zip(real, synthetic)))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
