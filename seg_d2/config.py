@@ -134,6 +134,7 @@ def add_seg_d2_config(cfg):
     cfg.MODEL.PIX2PIX.GAN_LOSS = "vanilla"  # "vanilla" (the paper's cross-entropy) or "lsgan" (least squares)
     cfg.MODEL.PIX2PIX.INSTANCE_EDGES = False  # add an instance edge channel to the input (needs instances)
     cfg.MODEL.PIX2PIX.DROPOUT = 0.0  # the generator's noise (pix2pix: 0.5): dropout after its coarse decoder blocks, in inference too
+    cfg.MODEL.PIX2PIX.SPADE = False  # SPADE (Park 2019): the generator's decoder norms scaled and shifted per pixel from the label map
     cfg.MODEL.PIX2PIX.PADDING_MODE = "zeros"  # the generator's conv padding: "zeros" or "reflect" (no border signal to paint a frame from)
     cfg.MODEL.PIX2PIX.MAX_PIXEL_VALUE = 255.0  # the images' white (65535 for 16-bit), mapped to the tanh's 1
     cfg.MODEL.PIX2PIX.SAMPLE_PERIOD = 200  # iterations between sample grids (label | generated | real) in OUTPUT_DIR/samples; 0 = none

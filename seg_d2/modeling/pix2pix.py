@@ -2,6 +2,8 @@
 detectron2 meta-architecture. The generator is seg_d2's own U-Net (the classic encoder and the U-Net head)."""
 from typing import Dict, List, Optional, Sequence
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -15,7 +17,7 @@ from .norm import resolve_norm
 from .unet_backbone import UNetEncoder
 from .unet_head import UNetHead
 
-__all__ = ["LabelMapError", "PatchDiscriminator", "Pix2Pix", "instance_edges", "label_channels"]
+__all__ = ["LabelMapError", "PatchDiscriminator", "Pix2Pix", "SPADE", "instance_edges", "label_channels"]
 
 
 class LabelMapError(ValueError):
@@ -61,6 +63,29 @@ def _dropout_hook(p: float):
         return F.dropout(out, p, training=True)
 
     return hook
+
+
+class SPADE(nn.Module):
+    """Spatially-adaptive normalization (Park et al. 2019): normalize ``x`` without a learnt affine, then scale and
+    shift it per pixel by ``1 + gamma`` and ``beta``, two 3x3 convs over a shared 3x3 conv + ReLU of the label map
+    (resized to ``x`` by nearest neighbour). The label map comes from the generator, :attr:`label_map`, set before
+    each forward: normalization cannot then wash the labels out of the features."""
+
+    def __init__(self, num_features: int, label_channels: int, *, hidden_channels: int = 32, norm: str = "BN"):
+        super().__init__()
+        # the parameter-free part: batch statistics as pix2pix's BN, or GroupNorm for "GN"
+        self.param_free = (nn.GroupNorm(math.gcd(32, num_features), num_features, affine=False) if norm == "GN"
+                           else nn.BatchNorm2d(num_features, affine=False))
+        self.shared = nn.Sequential(nn.Conv2d(label_channels, hidden_channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.gamma = nn.Conv2d(hidden_channels, num_features, 3, padding=1)
+        self.beta = nn.Conv2d(hidden_channels, num_features, 3, padding=1)
+        self.label_map: Optional[torch.Tensor] = None
+
+    def forward(self, x):
+        if self.label_map is None:
+            raise RuntimeError("SPADE needs the label map: set .label_map (Pix2Pix.generate does) before calling it")
+        hidden = self.shared(F.interpolate(self.label_map, size=x.shape[-2:], mode="nearest"))
+        return self.param_free(x) * (1 + self.gamma(hidden)) + self.beta(hidden)
 
 
 class PatchDiscriminator(nn.Module):
@@ -127,6 +152,7 @@ class Pix2Pix(nn.Module):
         max_pixel_value: float = 255.0,
         dropout: float = 0.0,
         padding_mode: str = "zeros",
+        spade: bool = False,
     ):
         """
         Args:
@@ -144,6 +170,8 @@ class Pix2Pix(nn.Module):
                 (pix2pix's 0.5; 0 = none).
             padding_mode: the generator's conv padding, "zeros" or "reflect" (pix2pixHD's and CycleGAN's): zero
                 padding tells every layer where the border is, which a generator can paint as a frame.
+            spade: replace the norms of the generator's decoder by :class:`SPADE` on the label channels (Park 2019);
+                its own convs take ``generator_channels`` hidden channels.
         """
         super().__init__()
         if gan_loss not in ("vanilla", "lsgan"):
@@ -161,6 +189,15 @@ class Pix2Pix(nn.Module):
                                 decoder_channels=[generator_channels * 2 ** k for k in range(generator_depth - 2, -1, -1)])
         self.discriminator = PatchDiscriminator(in_channels + image_channels, base_channels=discriminator_channels,
                                                 num_layers=discriminator_layers, norm=norm)
+        self._spade: List[SPADE] = []  # a plain list: the modules are registered in the decoder
+        if spade:
+            if not norm:
+                raise ValueError("MODEL.PIX2PIX.SPADE replaces the generator's norms: it needs MODEL.PIX2PIX.NORM")
+            for block in self.decoder.blocks:  # double_conv: Sequentials of conv, norm, ReLU
+                for layer in block:
+                    self._spade.append(SPADE(layer[0].out_channels, in_channels, hidden_channels=generator_channels,
+                                             norm="GN" if norm == "GN" else "BN"))
+                    layer[1] = self._spade[-1]
         if padding_mode not in ("zeros", "reflect"):
             raise ValueError(f"MODEL.PIX2PIX.PADDING_MODE must be 'zeros' or 'reflect', got {padding_mode!r}")
         for module in (self.encoder, self.decoder):
@@ -192,6 +229,7 @@ class Pix2Pix(nn.Module):
             "max_pixel_value": p.MAX_PIXEL_VALUE,
             "dropout": p.DROPOUT,
             "padding_mode": p.PADDING_MODE,
+            "spade": p.SPADE,
         }
 
     @property
@@ -207,7 +245,13 @@ class Pix2Pix(nn.Module):
 
     def generate(self, labels: torch.Tensor) -> torch.Tensor:
         """(N, C_in, H, W) label channels, H and W multiples of ``size_divisibility`` -> images in [-1, 1]."""
-        logits, _ = self.decoder.layers(self.encoder(labels))
+        for m in self._spade:
+            m.label_map = labels
+        try:
+            logits, _ = self.decoder.layers(self.encoder(labels))
+        finally:
+            for m in self._spade:
+                m.label_map = None  # no reference to a batch kept between calls
         return torch.tanh(logits)
 
     def check_input(self, x: dict, with_image: bool = False):

@@ -216,3 +216,58 @@ def test_a_map_that_needs_padding_is_padded_with_its_own_edges():
     assert padded.shape == (3, 46, 47)
     assert float(padded.std(dim=(1, 2)).max()) < 1e-3
     assert torch.allclose(padded, aligned[:, :46, :47], atol=1e-3)
+
+
+def test_spade_normalizes_without_affine_then_scales_and_shifts_from_the_label_map():
+    """SPADE (Park 2019): with its gamma and beta convs zeroed it is plain batch normalization without affine
+    (torch's functional batch_norm); otherwise the output follows the label map, resized by nearest neighbour (a
+    2x map gives what its every other pixel gives)."""
+    from torch.nn import functional as F
+
+    from seg_d2.modeling.pix2pix import SPADE
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 6, 6) * 3 + 1
+    spade = SPADE(4, 3, hidden_channels=5)
+    labels = label_channels(torch.randint(0, 2, (2, 12, 12)), 2, 255)
+    for conv in (spade.gamma, spade.beta):
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    spade.label_map = labels
+    assert torch.allclose(spade(x), F.batch_norm(x, None, None, training=True, eps=1e-5), atol=1e-5)
+    torch.nn.init.normal_(spade.gamma.weight)
+    torch.nn.init.normal_(spade.beta.weight)
+    spade.eval()  # running statistics: the label map's effect alone
+    full = spade(x)
+    spade.label_map = labels[:, :, ::2, ::2]
+    assert torch.allclose(spade(x), full, atol=1e-6)
+    spade.label_map = label_channels(torch.zeros(2, 12, 12, dtype=torch.long), 2, 255)
+    assert (spade(x) - full).abs().max() > 0.1
+    spade.label_map = None
+    with pytest.raises(RuntimeError, match="SPADE needs the label map"):
+        spade(x)
+
+
+def test_spade_generator_replaces_the_decoder_norms_and_learns():
+    """MODEL.PIX2PIX.SPADE: every norm of the generator's decoder becomes a SPADE on the 4 label channels (3
+    classes + ignore), adding per norm of C channels 4*16*9+16 (shared conv) + 2*(16*C*9+C) (gamma, beta) - 2*C
+    (BN's affine) parameters; the encoder keeps its BN. The generator learns as the plain one does (the first
+    test's budget and margin), and keeps no reference to a batch between calls."""
+    from seg_d2.modeling.pix2pix import SPADE
+
+    plain, spade = _model(), _model(spade=True)
+    norms = [m for m in spade.decoder.modules() if isinstance(m, SPADE)]
+    channels = [c for block in plain.decoder.blocks for c in (block[0][0].out_channels, block[1][0].out_channels)]
+    assert [m.gamma.out_channels for m in norms] == channels and len(channels) == 4
+    extra = sum(4 * 16 * 9 + 16 + 2 * (16 * c * 9 + c) - 2 * c for c in channels)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(spade) - count(plain) == extra
+    assert not any(isinstance(m, SPADE) for m in spade.encoder.modules())
+
+    pairs = _data()
+    start = _l1_on_objects(spade, pairs)
+    _train(spade, pairs)
+    assert _l1_on_objects(spade, pairs) < 0.5 * start
+    assert all(m.label_map is None for m in norms)
+    with pytest.raises(ValueError, match="MODEL.PIX2PIX.SPADE replaces the generator's norms"):
+        _model(spade=True, norm="")
