@@ -7,6 +7,11 @@ the real images; pairs whose images ignore their labels score far lower (and the
 
     python benchmarks/synthetic_agreement.py --out bench_out/synthesis/edgepad_wp_1to1 \\
         --datasets real_buildings_4,real_buildings_8 --judge real_buildings
+    python benchmarks/synthetic_agreement.py --pairs synthetic_buildings --real-from bench_out/synthesis/edgepad_wp_1to1 \\
+        --datasets real_buildings --judge real_buildings
+
+Park et al. 2019 (SPADE) and Wang et al. 2018 (pix2pixHD) score semantic image synthesis the same way, with a
+pretrained segmenter; here the judge is trained on the real labelled images.
 """
 import argparse
 import glob
@@ -82,7 +87,9 @@ def agreement(dataset, seed, synth_dir, real_out, judge, device, grid=""):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="a bench_synthesis --out (its synthetic_* folders are read)")
+    parser.add_argument("--out", default="", help="a bench_synthesis --out (its synthetic_* folders are read)")
+    parser.add_argument("--pairs", nargs="+", default=[], help="instead, these folders of tools/synthesize.py, each "
+                        "judged by every seed's judge")
     parser.add_argument("--real-from", default="", help="the --out that holds the real-only runs (default: --out)")
     parser.add_argument("--datasets", default="real_buildings_4,real_buildings_8")
     parser.add_argument("--seeds", default="0,1,2")
@@ -93,6 +100,8 @@ def main():
     parser.add_argument("--grid", default="", help="a picture of the first set's first 4 pairs: label | image | the "
                         "judge's prediction")
     args = parser.parse_args()
+    if not (args.real_from or args.out):
+        parser.error("give --out (a bench_synthesis --out) or --pairs and --real-from")
     import seg_d2  # noqa: F401
 
     real_out = args.real_from or args.out
@@ -102,7 +111,8 @@ def main():
             judge = args.judge or dataset
             if ("train", judge, seed, "real") not in read_results(os.path.join(real_out, "results.jsonl")):
                 continue
-            for synth_dir in sorted(glob.glob(os.path.join(args.out, dataset, str(seed), "synthetic_*"))):
+            found = args.pairs or sorted(glob.glob(os.path.join(args.out, dataset, str(seed), "synthetic_*")))
+            for synth_dir in found:
                 if os.path.isdir(synth_dir):
                     rows.append({"dataset": dataset, "seed": seed, "pairs": os.path.basename(synth_dir), "judge": judge,
                                  **agreement(dataset, seed, synth_dir, real_out, judge, args.device,
