@@ -1,8 +1,7 @@
 """pix2pix (Isola et al. 2017): a label map -> image generator trained against a PatchGAN discriminator, as a
 detectron2 meta-architecture. The generator is seg_d2's own U-Net (the classic encoder and the U-Net head)."""
-from typing import Dict, List, Optional, Sequence
-
 import math
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
