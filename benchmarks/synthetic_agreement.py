@@ -73,15 +73,15 @@ def agreement(dataset, seed, synth_dir, real_out, judge, device, grid=""):
     share = {"labelled": class_share([d["sem_seg_file_name"] for d in DatasetCatalog.get(subset)], len(classes)),
              "synthetic": class_share([d["sem_seg_file_name"] for d in DatasetCatalog.get(name)], len(classes))}
     weights = trained_weights(os.path.join(real_out, "results.jsonl"), real_out, judge, seed, ["real"])["real"]
-    figures = {}
-    for split, test in (("val", val), ("synthetic", name)):
-        cfg = bs.unet_cfg(dataset, seed, [subset], [], test, 1, device, os.path.join(synth_dir, "agreement"))
-        model = build_model(cfg)
-        SegD2Checkpointer(model, strict_shapes=True).load(weights)
-        model.eval()
-        figures[split] = bs.summarize(load_train_net().Trainer.test(cfg, model))["sem_seg"]
-        if grid and split == "synthetic":
-            write_grid(cfg, model, test, grid, 4)
+    cfgs = {split: bs.unet_cfg(dataset, seed, [subset], [], test, 1, device, os.path.join(synth_dir, "agreement"))
+            for split, test in (("val", val), ("synthetic", name))}  # the same model, tested on each set
+    model = build_model(cfgs["val"])
+    SegD2Checkpointer(model, strict_shapes=True).load(weights)
+    model.eval()
+    trainer = load_train_net().Trainer
+    figures = {split: bs.summarize(trainer.test(cfg, model))["sem_seg"] for split, cfg in cfgs.items()}
+    if grid:
+        write_grid(cfgs["synthetic"], model, name, grid, 4)
     return {"weights": weights, "class_share": share, **figures}
 
 
@@ -105,11 +105,11 @@ def main():
     import seg_d2  # noqa: F401
 
     real_out = args.real_from or args.out
-    rows = []
+    done, rows = read_results(os.path.join(real_out, "results.jsonl")), []
     for dataset in args.datasets.split(","):
         for seed in map(int, args.seeds.split(",")):
             judge = args.judge or dataset
-            if ("train", judge, seed, "real") not in read_results(os.path.join(real_out, "results.jsonl")):
+            if ("train", judge, seed, "real") not in done:
                 continue
             found = args.pairs or sorted(glob.glob(os.path.join(args.out, dataset, str(seed), "synthetic_*")))
             for synth_dir in found:
