@@ -171,7 +171,7 @@ def _add_sem_seg_config(cfg):
     h.BOUNDARY_WIDTH = 3
     # U-Net head: output channels of each decoder stage, deepest first (one per skip feature).
     h.DECODER_CHANNELS = [256, 128, 64, 32, 16]
-    # U-Net head: "bilinear" (interpolate, then convs) or "deconv" (2x2 transposed convolution).
+    # U-Net head's upsampling between stages: "bilinear" or "nearest" (interpolate), "deconv" (2x2 transposed conv).
     h.UPSAMPLE_MODE = "bilinear"
     # U-Net head: auxiliary losses on the lower-resolution decoder stages (deep supervision).
     h.DEEP_SUPERVISION = False

@@ -36,15 +36,18 @@ def common_head_args(cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
     }
 
 
-def upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
-    """``x`` (N, C, h, w) upsampled bilinearly by an integer ``factor``, to (N, C, factor*h, factor*w).
+def upsample(x: torch.Tensor, factor: int, mode: str = "bilinear") -> torch.Tensor:
+    """``x`` (N, C, h, w) upsampled by an integer ``factor`` (``mode`` "bilinear" or "nearest"), to
+    (N, C, factor*h, factor*w).
 
     Applied to logits with the output stride, the result covers the (padded) input, which inference
     then crops to each image (``SemanticSegmentor``) and training to the targets (:func:`crop_to`).
     """
     if factor == 1:
         return x
-    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=factor, mode="nearest")
+    return F.interpolate(x, scale_factor=factor, mode=mode, align_corners=False)
 
 
 def stride_ratio(coarse: int, fine: int) -> int:

@@ -48,7 +48,8 @@ class UNetHead(nn.Module):
             num_classes: number of classes (1 = binary, a single sigmoid logit).
             decoder_channels: output channels of each decoder stage, deepest first; one per skip.
             norm: normalization of the decoder convs.
-            upsample_mode: "bilinear" or "deconv" (learned 2x2 transposed convolution).
+            upsample_mode: how each decoder stage upsamples: "bilinear", "nearest" (cheaper on CPU, as
+                smp's Unet) or "deconv" (learned 2x2 transposed convolution).
             deep_supervision: add auxiliary losses at the lower-resolution decoder stages.
             deep_supervision_weight: weight of each auxiliary loss.
             loss: maps (logits, targets) to a dict of losses; default CE + Dice.
@@ -59,8 +60,9 @@ class UNetHead(nn.Module):
         shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
         if len(shapes) < 2:
             raise ValueError(f"UNetHead needs >= 2 input features (a bottleneck and a skip), got {list(input_shape)}")
-        if upsample_mode not in ("bilinear", "deconv"):
-            raise ValueError(f"UNetHead upsample_mode must be 'bilinear' or 'deconv', got {upsample_mode!r}")
+        if upsample_mode not in ("bilinear", "nearest", "deconv"):
+            raise ValueError(
+                f"UNetHead upsample_mode must be 'bilinear', 'nearest' or 'deconv', got {upsample_mode!r}")
         self.in_features = [k for k, _ in shapes]
         skips = shapes[:-1][::-1]  # deepest skip first
         if len(decoder_channels) < len(skips):
@@ -117,7 +119,7 @@ class UNetHead(nn.Module):
         aux = []
         for k, (up, block) in enumerate(zip(self.upsamplers, self.blocks)):
             skip = features[self.in_features[-2 - k]]
-            x = up(x) if self.upsample_mode == "deconv" else upsample(x, self.up_factors[k])
+            x = up(x) if self.upsample_mode == "deconv" else upsample(x, self.up_factors[k], self.upsample_mode)
             # an odd-sized skip is the top-left of the upsampled map: crop, never resize (see crop_to)
             x = block(torch.cat([crop_to(x, skip.shape[-2:]), skip], dim=1))
             if self.deep_supervision and k < len(self.aux_predictors):

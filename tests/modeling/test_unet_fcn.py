@@ -93,7 +93,7 @@ def test_unet_head_without_padding_backbone():
         assert model(batch(3, [(61, 77)], with_gt=False))[0]["sem_seg"].shape == (5, 61, 77)
 
 
-@pytest.mark.parametrize("mode", ["bilinear", "deconv"])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "deconv"])
 @pytest.mark.parametrize("norm", ["", "BN", "GN", "SyncBN"])
 def test_unet_head_options(mode, norm):
     shapes = {"a": ShapeSpec(channels=8, stride=1), "b": ShapeSpec(channels=16, stride=2),
@@ -151,7 +151,7 @@ ALIGN_SHAPES = {"a": ShapeSpec(channels=4, stride=2), "b": ShapeSpec(channels=6,
                 "c": ShapeSpec(channels=8, stride=8)}
 
 
-@pytest.mark.parametrize("name", ["unet_bilinear", "unet_deconv", "fcn"])
+@pytest.mark.parametrize("name", ["unet_bilinear", "unet_nearest", "unet_deconv", "fcn"])
 def test_training_meets_each_label_with_its_inference_logit(name):
     """Finest feature at stride 2, input 13 x 18 (13 not a multiple of 2, 4 or 8), features rounded up
     as the backbones do: the training loss is the loss of the inference logits cropped to the targets
@@ -180,3 +180,18 @@ def test_training_meets_each_label_with_its_inference_logit(name):
     assert set(losses) == set(expected)
     for k, v in expected.items():
         assert losses[k].item() == pytest.approx(v.item(), rel=1e-6), k
+
+
+def test_nearest_decoder_repeats_each_pixel():
+    """UPSAMPLE_MODE "nearest": a decoder stage sees its input with every pixel repeated factor x factor times
+    (by hand, with repeat_interleave), concatenated with the skip."""
+    shapes = {"a": ShapeSpec(channels=2, stride=1), "b": ShapeSpec(channels=3, stride=2)}
+    head = UNetHead(shapes, num_classes=2, decoder_channels=[4], norm="", upsample_mode="nearest").eval()
+    seen = []
+    head.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    g = torch.Generator().manual_seed(0)
+    feats = {"a": torch.randn(1, 2, 6, 8, generator=g), "b": torch.randn(1, 3, 3, 4, generator=g)}
+    with torch.no_grad():
+        head(feats)
+    up = feats["b"].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    assert torch.equal(seen[0], torch.cat([up, feats["a"]], dim=1))
