@@ -54,8 +54,13 @@ DATASETS = {  # name -> options on top of the variant's config
 # Datasets trained with augmentation for aerial views (every variant alike): both flips, quarter turns,
 # brightness and contrast. The real buildings are 31 objects on 15 training tiles: without it, models
 # from scratch learn the training tiles by heart.
-AERIAL_AUGMENTATION = {"real_buildings_aug"}
+AERIAL_AUGMENTATION = {"real_buildings_aug", "real_buildings_ft"}
 DATASETS["real_buildings_aug"] = DATASETS["real_buildings"]
+# real_buildings_ft: real_buildings_aug, each run starting from the weights its variant reached on shapes with the
+# same seed in this OUT (a backbone and detector pretrained on generated data, since no ImageNet weights can be
+# downloaded here; the class-specific predictors, 4 classes there, are left random).
+DATASETS["real_buildings_ft"] = DATASETS["real_buildings"]
+PRETRAINED_ON = {"real_buildings_ft": "shapes"}
 TASKS = ("bbox", "segm", "boundary")
 
 
@@ -85,13 +90,32 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
     Trainer = load_train_net().Trainer  # tools/train_net.py's trainer: seg_d2's loaders and evaluators
     if dataset in AERIAL_AUGMENTATION:
         Trainer = _aerial_trainer(Trainer)
-    cfg = setup_cfg(variant, dataset, device, seed, [
+    weights = []
+    if dataset in PRETRAINED_ON:
+        weights = ["MODEL.WEIGHTS", _pretrained_weights(variant, PRETRAINED_ON[dataset], seed, iters, out_dir)]
+    cfg = setup_cfg(variant, dataset, device, seed, [*weights,
         "SOLVER.MAX_ITER", str(iters),  # LR steps and warm-up at the same fractions as the 600-iteration recipe
         "SOLVER.STEPS", f"({int(iters * 0.75)}, {int(iters * 0.92)})", "SOLVER.WARMUP_ITERS", str(max(1, iters // 6)),
         "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9), "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out_dir,
     ])
     cfg.freeze()
     return train_and_record(Trainer, cfg, iters, eval_at, device, summarize)
+
+
+def _pretrained_weights(variant, dataset, seed, iters, out_dir):
+    """The final weights of ``variant`` trained on ``dataset`` with ``seed`` for ``iters`` iterations, as recorded
+    in the results of the benchmark that ``out_dir`` (OUT/dataset/seed/variant) belongs to."""
+    out = os.path.dirname(os.path.dirname(os.path.dirname(out_dir)))
+    results = os.path.join(out, "results.jsonl")
+    rec = paired_runs.read_results(results).get(("train", dataset, seed, variant))
+    if rec is None or rec.get("iters") != iters:
+        raise FileNotFoundError(f"{variant} on {dataset}, seed {seed}, {iters} iterations, is not in {results}: train "
+                                f"it first (--datasets {dataset} --variants {variant} --seeds {seed} --out {out})")
+    path = paired_runs.trained_weights(results, out, dataset, seed, [variant])[variant]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the weights of {variant} on {dataset}, seed {seed}, recorded in {results}, are "
+                                f"missing: {path}")
+    return path
 
 
 def _aerial_trainer(trainer_cls):
