@@ -1,187 +1,259 @@
 #!/usr/bin/env python
-"""U-Net R50 against detectron2's Semantic FPN R50 (SemSegFPNHead), in one run, on the same inputs.
+"""Benchmark: seg_d2's U-Nets against smp's Unet(resnet50), nnU-Net 2D and detectron2's SemanticFPN, over seeds.
 
-Both models train from scratch with the same recipe (the shapes configs share data, mapper, solver,
-seed; only the model differs), for the same number of iterations, then are evaluated on
-``seg_d2_shapes_sem_seg_val``. Reported per model:
+Every detectron2-side variant trains with the recipe of configs/Shapes-SemanticSegmentation/
+unet_R_50_scratch_bs8_600it.yaml (from scratch, batch 8, poly LR, CE + Dice; the schedule scaled to --iters)
+through tools/train_net.py's Trainer, and is scored by seg_d2's SemSegBoundaryEvaluator (mIoU, mDice,
+mBoundaryIoU) at --eval-at fractions of training and at the end. Variants:
 
-- train s/iter (median after warm-up) and inference s/img (mean over the val set, batch 1);
-- peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak RSS of the process
-  (each model runs in its own process, so the peaks are not mixed), and its growth over the RSS
-  before the model was built;
-- fvcore FLOPs per val image (fvcore counts one multiply-add as one flop) and the GFLOP/s achieved
-  at inference; training GFLOP/s estimated as 3x the forward FLOPs per iteration;
-- mIoU, mDice, mBoundaryIoU after training; and the U-Net / FPN ratios.
+- unet_R_50: seg_d2's U-Net, ResNet-50 encoder (build_resnet_unet_backbone + UNetHead);
+- unet_R_50_fast: the same with issue 25's speed levers: nearest upsampling between decoder stages, a 16-channel
+  full-resolution path and last decoder stage (smp's widths);
+- unet_classic: the classic U-Net (Ronneberger et al. 2015), 16 base channels;
+- smp: segmentation_models_pytorch's Unet(resnet50) (benchmarks/smp_peer.py), same data, loss and trainer;
+- semantic_fpn_R_50: detectron2's SemanticFPN (SemSegFPNHead);
+- unet_auto: unet_R_50 configured from the data (SEG_D2.AUTO_CONFIG, seg_d2.engine.auto_config): normalisation,
+  sizes, batch, and the iterations that fill the time unet_R_50's training took on the same dataset and seed;
+- nnunet: nnU-Net 2D (benchmarks/nnunet_peer.py, its own venv): converted, planned and preprocessed by its own
+  tools, trained for the time unet_R_50's training took (nnUNetTrainer_peer sets its epochs from a measured
+  first steps), predicting the val images; scored by the same evaluator.
 
-Usage: python benchmarks/bench_semseg.py [--iters 300] [--batch 8] [--threads 2] [--device cpu]
+Train s/iter is the median step after a warm-up (the batch differs for unet_auto and nnunet: see their rows);
+inference s/img is timed alternately image by image in one process for the detectron2-side models (nnU-Net's:
+its predictor's wall time per image, with its own process start); peak RSS of each run's process; parameters
+and fvcore FLOPs per val image. Ratios are to smp's. Each run is its own single-thread process, two at a time;
+finished runs are appended to OUT/results.jsonl and skipped when started again (--report-only prints the tables).
 
-On a CPU shared with other jobs use ``--threads 1``: OpenMP threads on oversubscribed cores slow down
-by up to 10x, and unevenly between the two models, which makes the timings meaningless.
+    nohup python benchmarks/bench_semseg.py --out bench_out/semseg --jobs 2 --threads 1 > bench_semseg.log 2>&1 &
+
+Datasets: shapes (seg_d2_shapes_sem_seg_*) and real_buildings (the SpaceNet tiles of
+../shared/data/make_real_buildings.py, 150 px, background / building). Needs requirements/bench.txt (smp) and,
+for nnunet, benchmarks/setup_nnunet_env.sh.
 """
-import argparse
 import json
-import multiprocessing as mp
 import os
-import queue
-import resource
-import statistics
-import sys
-import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    "unet_R_50": "configs/Shapes-SemanticSegmentation/unet_R_50_scratch_bs8_600it.yaml",
-    "semantic_fpn_R_50": "configs/Shapes-SemanticSegmentation/semantic_fpn_R_50_scratch_bs8_600it.yaml",
+import paired_runs  # benchmarks/paired_runs.py: what bench_bmask.py and bench_panoptic.py share
+from paired_runs import (
+    load_train_net, print_comparison, read_results, real_buildings_root, time_alternately, train_and_record,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES = os.path.join(REPO, "configs", "Shapes-SemanticSegmentation")
+UNET_R50 = os.path.join(SHAPES, "unet_R_50_scratch_bs8_600it.yaml")
+FAST = ["MODEL.SEM_SEG_HEAD.UPSAMPLE_MODE", "nearest", "MODEL.RESNET_UNET.FULL_RES_CHANNELS", "16",
+        "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[256, 128, 64, 32, 16]"]
+VARIANTS = {  # name -> (config, options on top of it)
+    "unet_R_50": (UNET_R50, []),
+    "smp": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"]),
+    "unet_R_50_fast": (UNET_R50, FAST),
+    "unet_classic": (os.path.join(SHAPES, "unet_classic_c16_scratch_bs8_600it.yaml"), []),
+    "semantic_fpn_R_50": (os.path.join(SHAPES, "semantic_fpn_R_50_scratch_bs8_600it.yaml"), []),
+    "unet_auto": (UNET_R50, ["SEG_D2.AUTO_CONFIG.ENABLED", "True"]),
+    "nnunet": (None, []),
 }
+BUDGET_FROM = "unet_R_50"  # unet_auto and nnunet train for the time this variant's training took
+BUDGETED = ("unet_auto", "nnunet")
+BASELINE = "smp"
+DATASETS = {  # name -> (the data: every variant; the recipe's sizes: every variant but unet_auto, which plans them)
+    "shapes": ([], []),
+    "real_buildings": (["DATASETS.TRAIN", "('bench_semseg_real_buildings_train',)",
+                        "DATASETS.TEST", "('bench_semseg_real_buildings_val',)", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2"],
+                       ["INPUT.MIN_SIZE_TRAIN", "(150,)", "INPUT.MAX_SIZE_TRAIN", "150"]),
+}
+NNUNET_DATASETS = {"shapes": "shapes", "real_buildings": "buildings"}  # benchmarks/nnunet_peer.py's names
+FIGURES = [("mIoU", "mIoU"), ("mDice", "mDice"), ("mBoundaryIoU", "mBoundaryIoU")]
 
 
-def _rss_mb() -> float:
-    """Current RSS of this process, in MiB (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def register(dataset):
+    from detectron2.data import DatasetCatalog
+
+    from seg_d2.data.datasets import register_sem_seg_folder
+
+    if dataset == "real_buildings":
+        root = real_buildings_root()
+        for split in ("train", "val"):
+            name = f"bench_semseg_real_buildings_{split}"
+            if name not in DatasetCatalog:
+                register_sem_seg_folder(name, os.path.join(root, split), os.path.join(root, f"{split}_semseg"),
+                                        ["background", "building"])
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def setup_cfg(variant, dataset, device, seed, opts=()):
+    """The variant's config on ``dataset`` (not frozen), with ``opts`` last."""
+    from smp_peer import add_smp_peer_config  # registers SmpUnetPeer too
+
+    from seg_d2 import get_cfg
+
+    config, variant_opts = VARIANTS[variant]
+    data, sizes = DATASETS[dataset]
+    cfg = add_smp_peer_config(get_cfg())
+    cfg.merge_from_file(config)
+    cfg.merge_from_list(["MODEL.DEVICE", device, "SEED", str(seed), "DATALOADER.NUM_WORKERS", "0",
+                         "TEST.VIS_NUM_IMAGES", "0", *data, *([] if variant == "unet_auto" else sizes),
+                         *variant_opts, *opts])
+    return cfg
 
 
-def run_one(name: str, args, out) -> None:
-    """Train, time and evaluate one model; put a dict of results on ``out``."""
-    sys.path.insert(0, str(REPO))
-    os.environ.setdefault("DETECTRON2_DATASETS", str(REPO / "datasets"))
-    import torch
+def summarize(results):
+    return {"sem_seg": {k: v for k, v in results.get("sem_seg", {}).items() if "-" not in k or k.startswith("IoU-")}}
 
-    torch.set_num_threads(args.threads)
+
+def budget_seconds(out, dataset, seed, iters):
+    """The training time of BUDGET_FROM on ``dataset`` with ``seed`` (its s/iter x iterations), from OUT's results."""
+    results = os.path.join(out, "results.jsonl")
+    rec = read_results(results).get(("train", dataset, seed, BUDGET_FROM))
+    if rec is None or rec.get("iters") != iters:
+        raise FileNotFoundError(f"{BUDGETED} train for the time {BUDGET_FROM} took, but {BUDGET_FROM} on {dataset}, seed "
+                                f"{seed}, {iters} iterations, is not in {results}: list {BUDGET_FROM} before them in "
+                                f"--variants (or train it first)")
+    return rec["train_s_per_iter"] * iters
+
+
+def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
     import seg_d2  # noqa: F401
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-    from detectron2.projects.deeplab import build_lr_scheduler
-    from detectron2.solver import build_optimizer
-    from detectron2.utils.analysis import FlopCountAnalysis
-    from seg_d2 import add_seg_d2_config
-    from seg_d2.data import build_test_loader, build_train_loader
-    from seg_d2.evaluation import SemSegBoundaryEvaluator
 
-    cfg = get_cfg()
-    add_seg_d2_config(cfg)
-    cfg.merge_from_file(str(REPO / CONFIGS[name]))
-    cfg.merge_from_list([
-        "SOLVER.MAX_ITER", str(args.iters), "SOLVER.IMS_PER_BATCH", str(args.batch),
-        "DATALOADER.NUM_WORKERS", "0", "MODEL.DEVICE", args.device, "SEED", "0",
-    ])
+    register(dataset)
+    out = os.path.dirname(os.path.dirname(os.path.dirname(out_dir)))  # out_dir = OUT/dataset/seed/variant
+    budget = budget_seconds(out, dataset, seed, iters) if variant in BUDGETED else None
+    if variant == "nnunet":
+        return train_nnunet(dataset, budget, out, out_dir)
+    Trainer = load_train_net().Trainer
+    schedule = ["SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", str(max(1, iters // 12)),
+                "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9), "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out_dir]
+    cfg = setup_cfg(variant, dataset, device, seed, schedule)
+    record = {}
+    if variant == "unet_auto":
+        from seg_d2.engine.auto_config import EVAL_SHARE, configure_from_data, configure_iterations
+
+        # what the benchmark fixes (data, seed, device, output) is explicit; the recipe's values are the plan's to set
+        explicit = set(DATASETS[dataset][0][0::2]) | {"MODEL.DEVICE", "SEED", "DATALOADER.NUM_WORKERS", "OUTPUT_DIR",
+                                                      "TEST.VIS_NUM_IMAGES", "TEST.EVAL_PERIOD"}
+        plan = configure_from_data(cfg, explicit)
+        cfg.SEG_D2.AUTO_CONFIG.BUDGET_MINUTES = budget / 60 / (1 - EVAL_SHARE)  # the plan keeps EVAL_SHARE for eval
+        cfg.freeze()
+        cfg = configure_iterations(Trainer, cfg, explicit)
+        record = {"plan": plan["applied"], "budget_s": budget, "planned_iters": cfg.SOLVER.MAX_ITER,
+                  "batch": cfg.SOLVER.IMS_PER_BATCH}
     cfg.freeze()
-    torch.manual_seed(0)
-    cuda = args.device.startswith("cuda")
-    rss0 = _rss_mb()
-    model = build_model(cfg)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    data = iter(build_train_loader(cfg))
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.yaml"), "w") as f:  # what time_inference rebuilds unet_auto from
+        f.write(cfg.dump())
+    res = train_and_record(Trainer, cfg, cfg.SOLVER.MAX_ITER, eval_at, device, summarize)
+    if variant == "unet_auto":  # its curve's points are at its own iterations: keep the final one under --iters too
+        res["curve"][str(iters)] = res["results"]
+    return {**res, "batch": cfg.SOLVER.IMS_PER_BATCH, **record}
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
 
-    model.train()
-    times, losses = [], []
-    for it in range(args.iters):
-        batch = next(data)  # data loading is not timed
-        sync()
-        t0 = time.perf_counter()
-        loss_dict = model(batch)
-        loss = sum(loss_dict.values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        sync()
-        times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
-        if (it + 1) % max(1, args.iters // 10) == 0:
-            print(f"[{name}] iter {it + 1}/{args.iters} loss {statistics.mean(losses[-20:]):.3f} "
-                  f"{statistics.median(times[-20:]):.2f} s/iter", flush=True)
-    train_peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_rss_mb()
+def train_nnunet(dataset, budget, out, out_dir):
+    """nnU-Net 2D on ``dataset`` for ``budget`` seconds of training: convert and plan once per OUT (shared by the
+    seeds, under a lock), train into ``out_dir`` (its own nnUNet_results; nnU-Net has no seed option), predict the
+    val images, score them with seg_d2's evaluator."""
+    import time
+    from pathlib import Path
 
-    model.eval()
-    dataset = cfg.DATASETS.TEST[0]
-    evaluator = SemSegBoundaryEvaluator(dataset, distributed=False)
-    evaluator.reset()
-    inf_times, flops, sizes = [], {}, []
-    with torch.no_grad():
-        for inputs in build_test_loader(cfg, dataset):
-            sync()
-            t0 = time.perf_counter()
-            outputs = model(inputs)
-            sync()
-            inf_times.append(time.perf_counter() - t0)
-            evaluator.process(inputs, outputs)
-            size = tuple(inputs[0]["image"].shape[-2:])
-            sizes.append(size)
+    import nnunet_peer
+
+    from seg_d2.data.datasets._atomic import exclusive_lock
+
+    if not os.path.isfile(nnunet_peer.NNUNET_PY):
+        raise FileNotFoundError(f"nnU-Net's python {nnunet_peer.NNUNET_PY} is missing: run bash "
+                                f"benchmarks/setup_nnunet_env.sh (or set NNUNET_PYTHON)")
+    d = nnunet_peer.spec_of(NNUNET_DATASETS[dataset])
+    work = Path(out).resolve() / "nnunet_work"
+    with exclusive_lock(str(work) + ".lock"):
+        nnunet_peer.install_trainer()
+        plan_json = work / f"plan_{d['name']}.json"
+        if not plan_json.is_file():
+            nnunet_peer.convert(d, work)
+            nnunet_peer.plan(d, work)
+        plan = json.loads(plan_json.read_text())
+    results = Path(out_dir).resolve() / "nnUNet_results"
+    wall = time.perf_counter()
+    rec = nnunet_peer.train(d, nnunet_peer.peer_args("train", work=work, results=results, budget_s=budget))
+    train_wall = time.perf_counter() - wall
+    pred = nnunet_peer.predict(d, nnunet_peer.peer_args("predict", work=work, results=results,
+                                                        pred=Path(out_dir).resolve() / "predictions"))
+    n_val = len(list((d["root"] / d["val"][0]).glob("*.png")))
+    infer = {"infer_s_per_img": json.loads((pred / "peer_predict_time.json").read_text())["wall_s"] / max(1, n_val)}
+    with open(os.path.join(out_dir, "infer.json"), "w") as f:  # time_inference's figure for nnunet
+        json.dump(infer, f)
+    res = nnunet_peer.score(d, pred, Path(out_dir) / "scores.json")
+    timing = rec.get("peer_timing", {})
+    return {
+        "train_s_per_iter": timing.get("s_per_iter", float("nan")), "batch": timing.get("batch_size"),
+        "train_peak_cuda_bytes": None, "peak_rss_bytes": None, "params": timing.get("params"),
+        "losses_last_fifth": {}, "wall_s": train_wall, "budget_s": budget, "plan": plan,
+        "planned_iters": timing.get("iterations"), "results": {"sem_seg": {k: v for k, v in res.items() if "-" not in k}},
+        "curve": {}, "weights": os.path.join(out_dir, "infer.json"), "nnunet": rec, **infer,
+    }
+
+
+def time_inference(variants, dataset, seed, weights, device, rounds):
+    """s/img of each detectron2-side variant, alternated image by image (nnunet's comes from its predictor), and
+    fvcore FLOPs per val image (the mean over the val images' sizes)."""
+    import seg_d2  # noqa: F401
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import build_detection_test_loader
+    from detectron2.modeling import build_model
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    register(dataset)
+    models, inputs, timed_elsewhere = {}, None, {}
+    for name in variants:
+        if name == "nnunet":  # its predictor's time, recorded by train_nnunet
+            with open(weights[name]) as f:
+                timed_elsewhere[name] = {**json.load(f), "gflops_per_img": float("nan"), "infer_peak_cuda_bytes": None}
+            continue
+        cfg = setup_cfg(name, dataset, device, seed)
+        if name == "unet_auto":  # the normalisation and sizes its run planned
+            cfg.merge_from_file(os.path.join(os.path.dirname(weights[name]), "config.yaml"))
+        models[name] = build_model(cfg).eval()
+        DetectionCheckpointer(models[name]).load(weights[name])
+        if inputs is None:
+            inputs = list(build_detection_test_loader(cfg, cfg.DATASETS.TEST[0]))
+    timed = time_alternately(models, inputs, device, rounds, lambda out: 0)
+    for name, model in models.items():
+        flops = {}
+        for x in inputs:
+            size = tuple(x[0]["image"].shape[-2:])
             if size not in flops:
-                fca = FlopCountAnalysis(model, inputs)
+                fca = FlopCountAnalysis(model, x)
                 fca.unsupported_ops_warnings(False)
                 fca.uncalled_modules_warnings(False)
                 flops[size] = fca.total()
-    mean_flops = statistics.mean(flops[s] for s in sizes)  # FLOPs of each val image at its input size
-    res = evaluator.evaluate()["sem_seg"]
-    s_iter, s_img = statistics.median(times[min(5, args.iters - 1):]), statistics.mean(inf_times)
-    out.put({
-        "model": name,
-        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-        "train_s_per_iter": s_iter,
-        "infer_s_per_img": s_img,
-        "peak_mem_MiB": train_peak if cuda else _peak_rss_mb(),
-        "peak_mem_growth_MiB": None if cuda else _peak_rss_mb() - rss0,
-        "GFLOPs_per_img": mean_flops / 1e9,
-        "infer_GFLOP_per_s": mean_flops / 1e9 / s_img,
-        "train_GFLOP_per_s_est": 3 * mean_flops * args.batch / 1e9 / s_iter,
-        "final_loss": statistics.mean(losses[-20:]),
-        "mIoU": res["mIoU"], "mDice": res["mDice"], "mBoundaryIoU": res["mBoundaryIoU"],
-        "IoU_per_class": {k[4:]: v for k, v in res.items() if k.startswith("IoU-")},
+        timed[name]["gflops_per_img"] = sum(flops[tuple(x[0]["image"].shape[-2:])] for x in inputs) / len(inputs) / 1e9
+        timed[name].pop("count_per_img")
+    return {**timed, **timed_elsewhere}
+
+
+def report(figures, dataset, variants, seeds, args):
+    runs = {v: [figures[(dataset, s, v)] for s in seeds] for v in variants}
+    nan = float("nan")
+    get = {label: (lambda k: lambda f: f["results"].get("sem_seg", {}).get(k, nan))(key) for label, key in FIGURES}
+    get.update({
+        "train s/iter": lambda f: f["train_s_per_iter"], "batch": lambda f: f.get("batch") or nan,
+        "inference s/img": lambda f: f.get("infer_s_per_img", nan),
+        "GFLOPs/img": lambda f: f.get("gflops_per_img", nan),
+        "params (M)": lambda f: (f.get("params") or nan) / 1e6,
+        "peak RSS, train+eval (MiB)": lambda f: (f.get("peak_rss_bytes") or nan) / 2 ** 20,
+        "training time (s)": lambda f: f["train_s_per_iter"] * (f.get("planned_iters") or args.iters),
     })
+    baseline = BASELINE if BASELINE in variants else variants[0]
+    print_comparison(runs, get, [label for label, _ in FIGURES], dataset, variants, seeds, args, baseline=baseline)
+    for v in variants:
+        plans = [f.get("plan") for f in runs[v] if f.get("plan")]
+        if plans:
+            print(f"\n{v}'s plan (seed {seeds[0]}): {json.dumps(plans[0])}")
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--iters", type=int, default=300)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", help="also write the results here")
-    args = p.parse_args()
-    ctx = mp.get_context("spawn")
-    results = {}
-    for name in CONFIGS:
-        q = ctx.Queue()
-        proc = ctx.Process(target=run_one, args=(name, args, q))
-        proc.start()
-        while name not in results:
-            try:
-                results[name] = q.get(timeout=5)
-            except queue.Empty:
-                if not proc.is_alive():
-                    sys.exit(f"benchmark of {name} failed (exit code {proc.exitcode})")
-        proc.join()
-    u, f = results["unet_R_50"], results["semantic_fpn_R_50"]
-    print(f"\nShapes semantic segmentation, {args.iters} iterations x batch {args.batch}, from scratch, "
-          f"device {args.device}, {args.threads} threads")
-    keys = ["params_M", "train_s_per_iter", "infer_s_per_img", "peak_mem_MiB", "peak_mem_growth_MiB",
-            "GFLOPs_per_img", "infer_GFLOP_per_s", "train_GFLOP_per_s_est", "final_loss", "mIoU", "mDice",
-            "mBoundaryIoU"]
-    print(f"{'metric':<24}{'U-Net R50':>14}{'SemanticFPN R50':>18}{'ratio U/FPN':>14}")
-    for k in keys:
-        a, b = u[k], f[k]
-        if a is None:
-            continue
-        print(f"{k:<24}{a:>14.3f}{b:>18.3f}{a / b if b else float('nan'):>14.3f}")
-    for name, r in results.items():
-        print(f"{name} IoU per class: " + ", ".join(f"{k} {v:.1f}" for k, v in r["IoU_per_class"].items()))
-    if args.json:
-        with open(args.json, "w") as fp:
-            json.dump({"args": vars(args), "results": results}, fp, indent=1)
+    parser = paired_runs.argument_parser(__doc__.split("\n\n")[0], DATASETS, VARIANTS, "shapes,real_buildings",
+                                         ",".join(VARIANTS), os.path.join(REPO, "bench_out", "semseg"))
+    paired_runs.main(__file__, parser, DATASETS, VARIANTS, train_one, time_inference, {
+        "infer_s_per_img": float("nan"), "gflops_per_img": float("nan"), "infer_peak_cuda_bytes": None},
+        "Semantic segmentation: seg_d2's U-Nets vs smp's Unet(resnet50), nnU-Net 2D and detectron2's SemanticFPN; "
+        "the shapes U-Net R-50 recipe for the detectron2-side models, nnU-Net's own plan", report)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,47 @@ class nnUNetTrainer_peer(nnUNetTrainer):
                                                                       self.num_val_iterations_per_epoch)))
         self._peer = {"train_loop_s": 0.0, "train_step_s": 0.0, "iterations": 0}
 
+    def on_train_start(self):
+        super().on_train_start()
+        budget = float(os.environ.get("NNUNET_PEER_BUDGET_S", 0))
+        if budget > 0:  # before run_training's epoch loop is laid out: its epochs from measured steps
+            self._fit_epochs_to(budget)
+
+    def _fit_epochs_to(self, budget, warmup=1, timed=3, min_epochs=20):
+        """num_epochs (and the poly LR's length) that fill ``budget`` seconds, from the time of ``timed`` training
+        steps (data loading included) after ``warmup`` and of a validation step; a budget shorter than
+        ``min_epochs`` of nnU-Net's epochs gets shorter epochs (the pseudo-validation shortened alike), so that the
+        LR still decays in ``min_epochs`` steps. The probe's updates are undone (network and optimizer restored)."""
+        import copy
+
+        net, opt = copy.deepcopy(self.network.state_dict()), copy.deepcopy(self.optimizer.state_dict())
+        self.network.train()
+        for _ in range(warmup):
+            self.train_step(next(self.dataloader_train))
+        t = time.perf_counter()
+        for _ in range(timed):
+            self.train_step(next(self.dataloader_train))
+        step = (time.perf_counter() - t) / timed
+        with torch.no_grad():
+            t = time.perf_counter()
+            self.network.eval()
+            self.validation_step(next(self.dataloader_val))
+            val = time.perf_counter() - t
+        self.network.load_state_dict(net)
+        self.optimizer.load_state_dict(opt)
+        self._peer["train_step_s"] = 0.0
+        val_share = self.num_val_iterations_per_epoch / self.num_iterations_per_epoch
+        total = max(1, int(budget / (step + val * val_share)))  # training iterations that fit
+        if total < min_epochs * self.num_iterations_per_epoch:
+            self.num_iterations_per_epoch = max(1, total // min_epochs)
+            self.num_val_iterations_per_epoch = max(1, round(self.num_iterations_per_epoch * val_share))
+        self.num_epochs = max(1, total // self.num_iterations_per_epoch)
+        self.lr_scheduler.max_steps = self.num_epochs
+        self._peer.update(budget_s=budget, probe_s_per_step=step, probe_s_per_val_step=val)
+        self.print_to_log_file(f"nnUNetTrainer_peer: {step:.2f} s/step, {val:.2f} s/val step: {self.num_epochs} "
+                               f"epochs of {self.num_iterations_per_epoch} + {self.num_val_iterations_per_epoch} "
+                               f"iterations for {budget:.0f} s")
+
     def on_train_epoch_start(self):
         super().on_train_epoch_start()
         self._peer_t0 = time.perf_counter()
@@ -104,7 +145,8 @@ class nnUNetTrainer_peer(nnUNetTrainer):
         p.update(s_per_iter=p["train_loop_s"] / n, s_per_train_step=p["train_step_s"] / n, batch_size=self.batch_size,
                  patch_size=list(self.configuration_manager.patch_size), torch_threads=torch.get_num_threads(),
                  epochs=self.num_epochs, iters_per_epoch=self.num_iterations_per_epoch,
-                 val_iters_per_epoch=self.num_val_iterations_per_epoch)
+                 val_iters_per_epoch=self.num_val_iterations_per_epoch,
+                 params=sum(p.numel() for p in self.network.parameters()))
         with open(os.path.join(self.output_folder, "peer_timing.json"), "w") as f:
             json.dump(p, f, indent=1)
 
@@ -121,14 +163,18 @@ LAUNCHER = ("import multiprocessing, sys; n = int(sys.argv.pop(1)); multiprocess
 
 
 def spec(args) -> dict:
-    d = dict(DATASETS[args.dataset])
+    return spec_of(args.dataset)
+
+
+def spec_of(dataset: str) -> dict:
+    d = dict(DATASETS[dataset])
     d["folder"] = f"Dataset{d['id']:03d}_{d['name']}"
     return d
 
 
-def nnunet_env(work: Path, threads: int = 1, da_procs: int = 0) -> dict:
+def nnunet_env(work: Path, threads: int = 1, da_procs: int = 0, results: Path = None) -> dict:
     env = dict(os.environ, nnUNet_raw=str(work / "nnUNet_raw"), nnUNet_preprocessed=str(work / "nnUNet_preprocessed"),
-               nnUNet_results=str(work / "nnUNet_results"), nnUNet_n_proc_DA=str(da_procs),
+               nnUNet_results=str(results or work / "nnUNet_results"), nnUNet_n_proc_DA=str(da_procs),
                nnUNet_def_n_proc=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads))
     return env
@@ -207,17 +253,17 @@ def plan(d: dict, work: Path, procs: int = 1) -> dict:
 
 
 def train_env(args) -> dict:
-    env = nnunet_env(args.work, args.threads, args.da_procs)
+    env = nnunet_env(args.work, args.threads, args.da_procs, args.results)
     for var, val in (("NNUNET_PEER_EPOCHS", args.epochs), ("NNUNET_PEER_ITERS", args.iters),
-                     ("NNUNET_PEER_VAL_ITERS", args.val_iters)):
+                     ("NNUNET_PEER_VAL_ITERS", args.val_iters), ("NNUNET_PEER_BUDGET_S", args.budget_s)):
         if val is not None:
             env[var] = str(val)
     env["NNUNET_PEER_FINAL_VAL"] = "1" if args.final_val else "0"
     return env
 
 
-def model_dir(d: dict, work: Path, trainer: str) -> Path:
-    return work / "nnUNet_results" / d["folder"] / f"{trainer}__nnUNetPlans__2d" / "fold_all"
+def model_dir(d: dict, args) -> Path:
+    return (args.results or args.work / "nnUNet_results") / d["folder"] / f"{args.trainer}__nnUNetPlans__2d" / "fold_all"
 
 
 def train(d: dict, args) -> dict:
@@ -225,25 +271,25 @@ def train(d: dict, args) -> dict:
                train_env(args))
     rec = {"dataset": d["folder"], "trainer": args.trainer, "wall_s": round(wall, 1), "torch_threads": args.threads,
            "nnUNet_n_proc_DA": args.da_procs, "epochs": args.epochs, "iters": args.iters, "val_iters": args.val_iters,
-           "final_val": args.final_val}
-    timing = model_dir(d, args.work, args.trainer) / "peer_timing.json"
+           "final_val": args.final_val, "budget_s": args.budget_s}
+    timing = model_dir(d, args) / "peer_timing.json"
     if timing.exists():
         rec["peer_timing"] = json.loads(timing.read_text())
-    (model_dir(d, args.work, args.trainer).parent / "peer_train_time.json").write_text(json.dumps(rec, indent=1))
+    (model_dir(d, args).parent / "peer_train_time.json").write_text(json.dumps(rec, indent=1))
     print(json.dumps(rec))
     return rec
 
 
-def pred_dir(d: dict, work: Path, trainer: str) -> Path:
-    return work / "predictions" / d["folder"] / trainer
+def pred_dir(d: dict, args) -> Path:
+    return args.pred or args.work / "predictions" / d["folder"] / args.trainer
 
 
 def predict(d: dict, args) -> Path:
-    out = pred_dir(d, args.work, args.trainer)
+    out = pred_dir(d, args)
     cmd = nnunet_cli("predict", args.threads, "-i", args.work / "nnUNet_raw" / d["folder"] / "imagesTs", "-o", out,
                      "-d", d["id"], "-c", "2d", "-f", "all", "-tr", args.trainer, "-device", "cpu",
                      "-npp", 1, "-nps", 1, *([] if args.tta else ["--disable_tta"]))
-    wall = run(cmd, nnunet_env(args.work, args.threads))
+    wall = run(cmd, nnunet_env(args.work, args.threads, results=args.results))
     (out / "peer_predict_time.json").write_text(json.dumps({"wall_s": round(wall, 1), "tta": args.tta}))
     return out
 
@@ -283,7 +329,7 @@ def install_trainer(python: str = NNUNET_PY) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
-def main():
+def argument_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("step", choices=["install-trainer", "convert", "plan", "train", "predict", "score", "all"])
     p.add_argument("--dataset", choices=sorted(DATASETS), default="shapes")
@@ -297,11 +343,30 @@ def main():
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads and nnU-Net processes (default 1)")
     p.add_argument("--da-procs", type=int, default=0, help="nnUNet_n_proc_DA (0: augmentation in the main process)")
     p.add_argument("--tta", action="store_true", help="predict with test-time mirroring (default: --disable_tta)")
-    p.add_argument("--pred", type=Path, help="score: folder of predicted PNGs (default: predict's output)")
-    args = p.parse_args()
+    p.add_argument("--pred", type=Path, help="predict's output and score's input, a folder of PNGs (default: "
+                   "WORK/predictions/DATASET/TRAINER)")
+    p.add_argument("--results", type=Path, help="nnUNet_results (default: WORK/nnUNet_results)")
+    p.add_argument("--budget-s", type=float, help="nnUNetTrainer_peer: seconds of training; its epochs (and the poly "
+                   "LR's length) from a few measured steps, instead of --epochs")
+    return p
+
+
+def peer_args(step: str = "all", **values) -> argparse.Namespace:
+    """The command line's defaults for ``step`` with ``values`` (dests) set: how other scripts call the steps."""
+    args = argument_parser().parse_args([step])
+    for k, v in values.items():
+        if not hasattr(args, k):
+            raise AttributeError(f"nnunet_peer has no option {k!r}")
+        setattr(args, k, v)
+    args.work = Path(args.work).resolve()
+    return args
+
+
+def main():
+    args = argument_parser().parse_args()
     args.work = args.work.resolve()
     d = spec(args)
-    pred = args.pred or pred_dir(d, args.work, args.trainer)
+    pred = pred_dir(d, args)
     scores = args.work / f"scores_{d['name']}_{args.trainer}.json"
     if args.step == "install-trainer":
         install_trainer()
