@@ -14,11 +14,16 @@ mBoundaryIoU) at --eval-at fractions of training and at the end. Variants:
 - semantic_fpn_R_50: detectron2's SemanticFPN (SemSegFPNHead);
 - unet_auto: unet_R_50 configured from the data (SEG_D2.AUTO_CONFIG, seg_d2.engine.auto_config): normalisation,
   sizes, batch, and the iterations that fill the time unet_R_50's training took on the same dataset and seed;
+- unet_classic_gray / unet_classic_gray_auto: the README's recipe for one-channel scans
+  (configs/OwnData-SemanticSegmentation/unet_classic_gray_scratch_bs8_6k.yaml with the README's typed
+  MODEL.PIXEL_MEAN [128] / PIXEL_STD [64]) against its auto-configured config (unet_classic_gray_auto_bs8_6k.yaml,
+  nothing typed), trained for the time the hand-written one took: for the scans16 set;
 - nnunet: nnU-Net 2D (benchmarks/nnunet_peer.py, its own venv): converted, planned and preprocessed by its own
   tools, trained for the time unet_R_50's training took (nnUNetTrainer_peer sets its epochs from a measured
   first steps), predicting the val images; scored by the same evaluator.
 
-Train s/iter is the median step after a warm-up (the batch differs for unet_auto and nnunet: see their rows);
+Train s/iter is the mean step after a 10 % warm-up (the batch differs for the AUTO variants and nnunet: see
+their rows);
 inference s/img is timed alternately image by image in one process for the detectron2-side models (nnU-Net's:
 its predictor's wall time per image, with its own process start); peak RSS of each run's process; parameters
 and fvcore FLOPs per val image. Ratios are to smp's. Each run is its own single-thread process, two at a time;
@@ -26,8 +31,10 @@ finished runs are appended to OUT/results.jsonl and skipped when started again (
 
     nohup python benchmarks/bench_semseg.py --out bench_out/semseg --jobs 2 --threads 1 > bench_semseg.log 2>&1 &
 
-Datasets: shapes (seg_d2_shapes_sem_seg_*) and real_buildings (the SpaceNet tiles of
-../shared/data/make_real_buildings.py, 150 px, background / building). Needs requirements/bench.txt (smp) and,
+Datasets: shapes (seg_d2_shapes_sem_seg_*), real_buildings (the SpaceNet tiles of
+../shared/data/make_real_buildings.py, 150 px, background / building) and scans16: those tiles as 12-bit scans in
+16-bit PNGs (600 + 12 x gray level, Gaussian noise, 0.1 % hot pixels at 4095; the README's 16-bit scan example on
+real images), written under $DETECTRON2_DATASETS/real_buildings_scan16 when missing. Needs requirements/bench.txt (smp) and,
 for nnunet, benchmarks/setup_nnunet_env.sh.
 """
 import json
@@ -40,6 +47,7 @@ from paired_runs import (
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = os.path.join(REPO, "configs", "Shapes-SemanticSegmentation")
+OWN = os.path.join(REPO, "configs", "OwnData-SemanticSegmentation")
 UNET_R50 = os.path.join(SHAPES, "unet_R_50_scratch_bs8_600it.yaml")
 FAST = ["MODEL.SEM_SEG_HEAD.UPSAMPLE_MODE", "nearest", "MODEL.RESNET_UNET.FULL_RES_CHANNELS", "16",
         "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[256, 128, 64, 32, 16]"]
@@ -50,18 +58,24 @@ VARIANTS = {  # name -> (config, options on top of it)
     "unet_classic": (os.path.join(SHAPES, "unet_classic_c16_scratch_bs8_600it.yaml"), []),
     "semantic_fpn_R_50": (os.path.join(SHAPES, "semantic_fpn_R_50_scratch_bs8_600it.yaml"), []),
     "unet_auto": (UNET_R50, ["SEG_D2.AUTO_CONFIG.ENABLED", "True"]),
+    "unet_classic_gray": (os.path.join(OWN, "unet_classic_gray_scratch_bs8_6k.yaml"),
+                          ["MODEL.PIXEL_MEAN", "[128.0]", "MODEL.PIXEL_STD", "[64.0]"]),  # as the README types them
+    "unet_classic_gray_auto": (os.path.join(OWN, "unet_classic_gray_auto_bs8_6k.yaml"), []),
     "nnunet": (None, []),
 }
-BUDGET_FROM = "unet_R_50"  # unet_auto and nnunet train for the time this variant's training took
-BUDGETED = ("unet_auto", "nnunet")
+AUTO = ("unet_auto", "unet_classic_gray_auto")  # configured from the data (SEG_D2.AUTO_CONFIG)
+BUDGET_FROM = {"unet_auto": "unet_R_50", "nnunet": "unet_R_50",  # trained for the time that variant's training took
+               "unet_classic_gray_auto": "unet_classic_gray"}
 BASELINE = "smp"
-DATASETS = {  # name -> (the data: every variant; the recipe's sizes: every variant but unet_auto, which plans them)
+DATASETS = {  # name -> (the data: every variant; the recipe's sizes: every variant but AUTO's, which plan them)
     "shapes": ([], []),
     "real_buildings": (["DATASETS.TRAIN", "('bench_semseg_real_buildings_train',)",
                         "DATASETS.TEST", "('bench_semseg_real_buildings_val',)", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2"],
                        ["INPUT.MIN_SIZE_TRAIN", "(150,)", "INPUT.MAX_SIZE_TRAIN", "150"]),
+    "scans16": (["DATASETS.TRAIN", "('bench_semseg_scans16_train',)", "DATASETS.TEST", "('bench_semseg_scans16_val',)",
+                 "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2"], []),
 }
-NNUNET_DATASETS = {"shapes": "shapes", "real_buildings": "buildings"}  # benchmarks/nnunet_peer.py's names
+NNUNET_DATASETS = {"shapes": "shapes", "real_buildings": "buildings", "scans16": None}  # benchmarks/nnunet_peer.py's names
 FIGURES = [("mIoU", "mIoU"), ("mDice", "mDice"), ("mBoundaryIoU", "mBoundaryIoU")]
 
 
@@ -70,13 +84,45 @@ def register(dataset):
 
     from seg_d2.data.datasets import register_sem_seg_folder
 
-    if dataset == "real_buildings":
-        root = real_buildings_root()
+    if dataset in ("real_buildings", "scans16"):
+        root = real_buildings_root() if dataset == "real_buildings" else make_scans16()
         for split in ("train", "val"):
-            name = f"bench_semseg_real_buildings_{split}"
+            name = f"bench_semseg_{dataset}_{split}"
             if name not in DatasetCatalog:
                 register_sem_seg_folder(name, os.path.join(root, split), os.path.join(root, f"{split}_semseg"),
                                         ["background", "building"])
+
+
+def make_scans16(seed=0):
+    """$DETECTRON2_DATASETS/real_buildings_scan16 (made once, in a temporary folder renamed at the end): the real
+    buildings' gray tiles as 12-bit scans in 16-bit PNGs, 600 + 12 x level + N(0, 8), 0.1 % hot pixels at 4095,
+    and their label maps."""
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    from seg_d2.data.datasets._atomic import exclusive_lock
+
+    src, root = real_buildings_root(), os.path.join(os.environ["DETECTRON2_DATASETS"], "real_buildings_scan16")
+    with exclusive_lock(root + ".lock"):
+        if os.path.isdir(root):
+            return root
+        tmp = root + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        rng = np.random.default_rng(seed)
+        for split in ("train", "val"):
+            os.makedirs(os.path.join(tmp, split))
+            shutil.copytree(os.path.join(src, f"{split}_semseg"), os.path.join(tmp, f"{split}_semseg"))
+            for name in sorted(os.listdir(os.path.join(src, split))):
+                gray = cv2.imread(os.path.join(src, split, name), cv2.IMREAD_GRAYSCALE)
+                if gray is None:
+                    raise ValueError(f"cannot read {os.path.join(src, split, name)}")
+                scan = 600 + 12 * gray.astype(np.float64) + rng.normal(0, 8, gray.shape)
+                scan[rng.random(gray.shape) < 0.001] = 4095
+                cv2.imwrite(os.path.join(tmp, split, name), np.clip(scan, 0, 4095).astype(np.uint16))
+        os.rename(tmp, root)
+    return root
 
 
 def setup_cfg(variant, dataset, device, seed, opts=()):
@@ -90,7 +136,7 @@ def setup_cfg(variant, dataset, device, seed, opts=()):
     cfg = add_smp_peer_config(get_cfg())
     cfg.merge_from_file(config)
     cfg.merge_from_list(["MODEL.DEVICE", device, "SEED", str(seed), "DATALOADER.NUM_WORKERS", "0",
-                         "TEST.VIS_NUM_IMAGES", "0", *data, *([] if variant == "unet_auto" else sizes),
+                         "TEST.VIS_NUM_IMAGES", "0", *data, *([] if variant in AUTO else sizes),
                          *variant_opts, *opts])
     return cfg
 
@@ -99,14 +145,14 @@ def summarize(results):
     return {"sem_seg": {k: v for k, v in results.get("sem_seg", {}).items() if "-" not in k or k.startswith("IoU-")}}
 
 
-def budget_seconds(out, dataset, seed, iters):
-    """The training time of BUDGET_FROM on ``dataset`` with ``seed`` (its s/iter x iterations), from OUT's results."""
-    results = os.path.join(out, "results.jsonl")
-    rec = read_results(results).get(("train", dataset, seed, BUDGET_FROM))
+def budget_seconds(variant, out, dataset, seed, iters):
+    """The training time of BUDGET_FROM[variant] on ``dataset`` with ``seed`` (its s/iter x iterations), from OUT's
+    results."""
+    results, ref = os.path.join(out, "results.jsonl"), BUDGET_FROM[variant]
+    rec = read_results(results).get(("train", dataset, seed, ref))
     if rec is None or rec.get("iters") != iters:
-        raise FileNotFoundError(f"{BUDGETED} train for the time {BUDGET_FROM} took, but {BUDGET_FROM} on {dataset}, seed "
-                                f"{seed}, {iters} iterations, is not in {results}: list {BUDGET_FROM} before them in "
-                                f"--variants (or train it first)")
+        raise FileNotFoundError(f"{variant} trains for the time {ref} took, but {ref} on {dataset}, seed {seed}, {iters} "
+                                f"iterations, is not in {results}: list {ref} before it in --variants (or train it first)")
     return rec["train_s_per_iter"] * iters
 
 
@@ -115,7 +161,7 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
 
     register(dataset)
     out = os.path.dirname(os.path.dirname(os.path.dirname(out_dir)))  # out_dir = OUT/dataset/seed/variant
-    budget = budget_seconds(out, dataset, seed, iters) if variant in BUDGETED else None
+    budget = budget_seconds(variant, out, dataset, seed, iters) if variant in BUDGET_FROM else None
     if variant == "nnunet":
         return train_nnunet(dataset, budget, out, out_dir)
     Trainer = load_train_net().Trainer
@@ -123,7 +169,7 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
                 "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9), "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out_dir]
     cfg = setup_cfg(variant, dataset, device, seed, schedule)
     record = {}
-    if variant == "unet_auto":
+    if variant in AUTO:
         from seg_d2.engine.auto_config import EVAL_SHARE, configure_from_data, configure_iterations
 
         # what the benchmark fixes (data, seed, device, output) is explicit; the recipe's values are the plan's to set
@@ -140,7 +186,7 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
     with open(os.path.join(out_dir, "config.yaml"), "w") as f:  # what time_inference rebuilds unet_auto from
         f.write(cfg.dump())
     res = train_and_record(Trainer, cfg, cfg.SOLVER.MAX_ITER, eval_at, device, summarize)
-    if variant == "unet_auto":  # its curve's points are at its own iterations: keep the final one under --iters too
+    if variant in AUTO:  # its curve's points are at its own iterations: keep the final one under --iters too
         res["curve"][str(iters)] = res["results"]
     return {**res, "batch": cfg.SOLVER.IMS_PER_BATCH, **record}
 
@@ -156,6 +202,8 @@ def train_nnunet(dataset, budget, out, out_dir):
 
     from seg_d2.data.datasets._atomic import exclusive_lock
 
+    if NNUNET_DATASETS[dataset] is None:
+        raise NotImplementedError(f"nnunet on {dataset}: benchmarks/nnunet_peer.py has no conversion for it")
     if not os.path.isfile(nnunet_peer.NNUNET_PY):
         raise FileNotFoundError(f"nnU-Net's python {nnunet_peer.NNUNET_PY} is missing: run bash "
                                 f"benchmarks/setup_nnunet_env.sh (or set NNUNET_PYTHON)")
@@ -206,7 +254,7 @@ def time_inference(variants, dataset, seed, weights, device, rounds):
                 timed_elsewhere[name] = {**json.load(f), "gflops_per_img": float("nan"), "infer_peak_cuda_bytes": None}
             continue
         cfg = setup_cfg(name, dataset, device, seed)
-        if name == "unet_auto":  # the normalisation and sizes its run planned
+        if name in AUTO:  # the normalisation and sizes its run planned
             cfg.merge_from_file(os.path.join(os.path.dirname(weights[name]), "config.yaml"))
         models[name] = build_model(cfg).eval()
         DetectionCheckpointer(models[name]).load(weights[name])
@@ -249,7 +297,8 @@ def report(figures, dataset, variants, seeds, args):
 
 def main():
     parser = paired_runs.argument_parser(__doc__.split("\n\n")[0], DATASETS, VARIANTS, "shapes,real_buildings",
-                                         ",".join(VARIANTS), os.path.join(REPO, "bench_out", "semseg"))
+                                         ",".join(v for v in VARIANTS if "gray" not in v),
+                                         os.path.join(REPO, "bench_out", "semseg"))
     paired_runs.main(__file__, parser, DATASETS, VARIANTS, train_one, time_inference, {
         "infer_s_per_img": float("nan"), "gflops_per_img": float("nan"), "infer_peak_cuda_bytes": None},
         "Semantic segmentation: seg_d2's U-Nets vs smp's Unet(resnet50), nnU-Net 2D and detectron2's SemanticFPN; "
