@@ -48,8 +48,8 @@ class UNetHead(nn.Module):
             num_classes: number of classes (1 = binary, a single sigmoid logit).
             decoder_channels: output channels of each decoder stage, deepest first; one per skip.
             norm: normalization of the decoder convs.
-            upsample_mode: how each decoder stage upsamples: "bilinear", "nearest" (cheaper on CPU, as
-                smp's Unet) or "deconv" (learned 2x2 transposed convolution).
+            upsample_mode: how each decoder stage upsamples: "bilinear", "nearest" (smp's Unet's op) or
+                "deconv" (learned 2x2 transposed convolution).
             deep_supervision: add auxiliary losses at the lower-resolution decoder stages.
             deep_supervision_weight: weight of each auxiliary loss.
             loss: maps (logits, targets) to a dict of losses; default CE + Dice.
