@@ -105,16 +105,11 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
 def _pretrained_weights(variant, dataset, seed, iters, out_dir):
     """The final weights of ``variant`` trained on ``dataset`` with ``seed`` for ``iters`` iterations, as recorded
     in the results of the benchmark that ``out_dir`` (OUT/dataset/seed/variant) belongs to."""
-    out = os.path.dirname(os.path.dirname(os.path.dirname(out_dir)))
-    results = os.path.join(out, "results.jsonl")
-    rec = paired_runs.read_results(results).get(("train", dataset, seed, variant))
-    if rec is None or rec.get("iters") != iters:
-        raise FileNotFoundError(f"{variant} on {dataset}, seed {seed}, {iters} iterations, is not in {results}: train "
-                                f"it first (--datasets {dataset} --variants {variant} --seeds {seed} --out {out})")
-    path = paired_runs.trained_weights(results, out, dataset, seed, [variant])[variant]
+    rec = paired_runs.required_run(out_dir, dataset, seed, variant, iters, f"{variant} pretrained on {dataset}")
+    path = rec["weights"]
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"the weights of {variant} on {dataset}, seed {seed}, recorded in {results}, are "
-                                f"missing: {path}")
+        raise FileNotFoundError(f"the weights of {variant} on {dataset}, seed {seed}, recorded in "
+                                f"{paired_runs.bench_out_of(out_dir)}/results.jsonl, are missing: {path}")
     return path
 
 

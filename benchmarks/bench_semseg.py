@@ -34,15 +34,15 @@ finished runs are appended to OUT/results.jsonl and skipped when started again (
 Datasets: shapes (seg_d2_shapes_sem_seg_*), real_buildings (the SpaceNet tiles of
 ../shared/data/make_real_buildings.py, 150 px, background / building) and scans16: those tiles as 12-bit scans in
 16-bit PNGs (600 + 12 x gray level, Gaussian noise, 0.1 % hot pixels at 4095; the README's 16-bit scan example on
-real images), written under $DETECTRON2_DATASETS/real_buildings_scan16 when missing. Needs requirements/bench.txt (smp) and,
-for nnunet, benchmarks/setup_nnunet_env.sh.
+real images), written under $DETECTRON2_DATASETS/real_buildings_scan16 when missing. Needs requirements/bench.txt
+(smp) and, for nnunet, benchmarks/setup_nnunet_env.sh.
 """
 import json
 import os
 
 import paired_runs  # benchmarks/paired_runs.py: what bench_bmask.py and bench_panoptic.py share
 from paired_runs import (
-    load_train_net, print_comparison, read_results, real_buildings_root, time_alternately, train_and_record,
+    load_train_net, print_comparison, real_buildings_root, time_alternately, train_and_record,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +75,8 @@ DATASETS = {  # name -> (the data: every variant; the recipe's sizes: every vari
     "scans16": (["DATASETS.TRAIN", "('bench_semseg_scans16_train',)", "DATASETS.TEST", "('bench_semseg_scans16_val',)",
                  "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "2"], []),
 }
-NNUNET_DATASETS = {"shapes": "shapes", "real_buildings": "buildings", "scans16": None}  # benchmarks/nnunet_peer.py's names
+# benchmarks/nnunet_peer.py's names of the datasets (None: no conversion there)
+NNUNET_DATASETS = {"shapes": "shapes", "real_buildings": "buildings", "scans16": None}
 FIGURES = [("mIoU", "mIoU"), ("mDice", "mDice"), ("mBoundaryIoU", "mBoundaryIoU")]
 
 
@@ -145,14 +146,11 @@ def summarize(results):
     return {"sem_seg": {k: v for k, v in results.get("sem_seg", {}).items() if "-" not in k or k.startswith("IoU-")}}
 
 
-def budget_seconds(variant, out, dataset, seed, iters):
-    """The training time of BUDGET_FROM[variant] on ``dataset`` with ``seed`` (its s/iter x iterations), from OUT's
-    results."""
-    results, ref = os.path.join(out, "results.jsonl"), BUDGET_FROM[variant]
-    rec = read_results(results).get(("train", dataset, seed, ref))
-    if rec is None or rec.get("iters") != iters:
-        raise FileNotFoundError(f"{variant} trains for the time {ref} took, but {ref} on {dataset}, seed {seed}, {iters} "
-                                f"iterations, is not in {results}: list {ref} before it in --variants (or train it first)")
+def budget_seconds(variant, out_dir, dataset, seed, iters):
+    """The training time of BUDGET_FROM[variant] on ``dataset`` with ``seed`` (its s/iter x iterations), from the
+    results of the benchmark that ``out_dir`` (OUT/dataset/seed/variant) belongs to."""
+    rec = paired_runs.required_run(out_dir, dataset, seed, BUDGET_FROM[variant], iters,
+                                   f"{variant} (trained for the time {BUDGET_FROM[variant]} took)")
     return rec["train_s_per_iter"] * iters
 
 
@@ -160,10 +158,9 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
     import seg_d2  # noqa: F401
 
     register(dataset)
-    out = os.path.dirname(os.path.dirname(os.path.dirname(out_dir)))  # out_dir = OUT/dataset/seed/variant
-    budget = budget_seconds(variant, out, dataset, seed, iters) if variant in BUDGET_FROM else None
+    budget = budget_seconds(variant, out_dir, dataset, seed, iters) if variant in BUDGET_FROM else None
     if variant == "nnunet":
-        return train_nnunet(dataset, budget, out, out_dir)
+        return train_nnunet(dataset, budget, paired_runs.bench_out_of(out_dir), out_dir)
     Trainer = load_train_net().Trainer
     schedule = ["SOLVER.MAX_ITER", str(iters), "SOLVER.WARMUP_ITERS", str(max(1, iters // 12)),
                 "SOLVER.CHECKPOINT_PERIOD", str(10 ** 9), "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", out_dir]
@@ -178,9 +175,8 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
         plan = configure_from_data(cfg, explicit)
         cfg.SEG_D2.AUTO_CONFIG.BUDGET_MINUTES = budget / 60 / (1 - EVAL_SHARE)  # the plan keeps EVAL_SHARE for eval
         cfg.freeze()
-        cfg = configure_iterations(Trainer, cfg, explicit)
-        record = {"plan": plan["applied"], "budget_s": budget, "planned_iters": cfg.SOLVER.MAX_ITER,
-                  "batch": cfg.SOLVER.IMS_PER_BATCH}
+        cfg = configure_iterations(Trainer, cfg, explicit)  # frozen
+        record = {"plan": plan["applied"], "budget_s": budget, "planned_iters": cfg.SOLVER.MAX_ITER}
     cfg.freeze()
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.yaml"), "w") as f:  # what time_inference rebuilds unet_auto from
@@ -232,7 +228,8 @@ def train_nnunet(dataset, budget, out, out_dir):
         "train_s_per_iter": timing.get("s_per_iter", float("nan")), "batch": timing.get("batch_size"),
         "train_peak_cuda_bytes": None, "peak_rss_bytes": None, "params": timing.get("params"),
         "losses_last_fifth": {}, "wall_s": train_wall, "budget_s": budget, "plan": plan,
-        "planned_iters": timing.get("iterations"), "results": {"sem_seg": {k: v for k, v in res.items() if "-" not in k}},
+        "planned_iters": timing.get("iterations"),
+        "results": {"sem_seg": {k: v for k, v in res.items() if "-" not in k}},
         "curve": {}, "weights": os.path.join(out_dir, "infer.json"), "nnunet": rec, **infer,
     }
 

@@ -190,8 +190,30 @@ def trained_weights(results_path, out, dataset, seed, variants):
     """Each variant's final weights: where its training record says (a run resumed from another --out), else
     OUT/dataset/seed/variant/model_final.pth."""
     done = read_results(results_path)
-    return {v: done.get(("train", dataset, int(seed), v), {}).get("weights")
-            or os.path.join(out, dataset, str(seed), v, "model_final.pth") for v in variants}
+    return {v: _weights_of(done.get(("train", dataset, int(seed), v), {}), out, dataset, seed, v) for v in variants}
+
+
+def _weights_of(record, out, dataset, seed, variant):
+    return record.get("weights") or os.path.join(out, dataset, str(seed), variant, "model_final.pth")
+
+
+def bench_out_of(run_dir):
+    """The benchmark's OUT of a child's output folder, OUT/dataset/seed/variant."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.normpath(run_dir))))
+
+
+def required_run(run_dir, dataset, seed, variant, iters, needed_by):
+    """The training record (its "weights" resolved as in trained_weights) of ``variant`` on ``dataset`` with ``seed``
+    for ``iters`` iterations, in the results of the benchmark that ``run_dir`` belongs to, which ``needed_by`` (a
+    phrase) needs; FileNotFoundError saying what to train first when it is not there."""
+    out = bench_out_of(run_dir)
+    results = os.path.join(out, "results.jsonl")
+    rec = read_results(results).get(("train", dataset, seed, variant))
+    if rec is None or rec.get("iters") != iters:
+        raise FileNotFoundError(f"{needed_by} needs {variant} on {dataset}, seed {seed}, {iters} iterations, which is "
+                                f"not in {results}: train it first (--datasets {dataset} --variants {variant} --seeds "
+                                f"{seed} --out {out}, or list it earlier in --variants)")
+    return {**rec, "weights": _weights_of(rec, out, dataset, seed, variant)}
 
 
 def append_result(path, record):
