@@ -32,14 +32,13 @@ from detectron2.engine import (
     default_setup,
     default_writers,
     hooks,
-    launch,
 )
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 from seg_d2.compat import create_ddp_model
-from seg_d2.engine import GuardedTrainer, SegD2Checkpointer
+from seg_d2.engine import GuardedTrainer, SegD2Checkpointer, launch  # launch: ends its process groups
 
 logger = logging.getLogger("detectron2")
 

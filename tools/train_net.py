@@ -22,7 +22,7 @@ import weakref
 import seg_d2  # noqa: F401  (registers seg_d2's models and datasets)
 
 import detectron2.utils.comm as comm
-from detectron2.engine import AMPTrainer, DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.engine import AMPTrainer, DefaultTrainer, default_argument_parser, default_setup
 from detectron2.engine.train_loop import TrainerBase
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
@@ -37,7 +37,7 @@ from seg_d2.data import (
 )
 from seg_d2.engine import (
     GuardedTrainer, ResumableDataStream, SampleGrids, SegD2Checkpointer, configure_from_data, configure_iterations,
-    explicit_keys, get_rng_state, set_rng_state,
+    explicit_keys, get_rng_state, launch, set_rng_state,  # launch: detectron2's, ending its process groups
 )
 from seg_d2.evaluation import build_evaluator_with_visualization
 from seg_d2.solver import build_optimizer
