@@ -169,10 +169,12 @@ def _add_sem_seg_config(cfg):
     h.FOCAL_ALPHA = -1.0
     # Half-width in pixels of the band around ground-truth boundaries used by the "boundary" loss.
     h.BOUNDARY_WIDTH = 3
-    # U-Net head: output channels of each decoder stage, deepest first (one per skip feature).
+    # U-Net head: output channels of each decoder stage, deepest first (one per skip feature, then per skipless stage).
     h.DECODER_CHANNELS = [256, 128, 64, 32, 16]
     # U-Net head's upsampling between stages: "bilinear" or "nearest" (interpolate), "deconv" (2x2 transposed conv).
     h.UPSAMPLE_MODE = "bilinear"
+    # U-Net head: decoder stages after the finest skip (x2 each, no skip; smp's Unet ends with one at stride 1).
+    h.SKIPLESS_STAGES = 0
     # U-Net head: auxiliary losses on the lower-resolution decoder stages (deep supervision).
     h.DEEP_SUPERVISION = False
     # Weight of each auxiliary (deep supervision) loss, relative to the main one.

@@ -21,8 +21,9 @@ class UNetHead(nn.Module):
 
     Works on any multi-scale backbone (ResNet ``res2..res5`` with ``s2``/``s1``, the classic U-Net
     encoder, ...). The features in ``input_shape`` are ordered by stride; the deepest is the
-    bottleneck, every other one a skip. If the finest feature has stride > 1, the logits are
-    upsampled to the input resolution at the end. Optional deep supervision adds a 1x1 classifier
+    bottleneck, every other one a skip. Skipless stages may follow the finest skip (upsample x2, double
+    conv), as smp's Unet ends at full resolution without an encoder feature there. If the last stage has
+    stride > 1, the logits are upsampled to the input resolution at the end. Optional deep supervision adds a 1x1 classifier
     and a weighted auxiliary loss at each lower-resolution decoder stage. With ``num_classes`` 1
     (binary) it trains one foreground logit z and outputs ``[0, z]`` in inference.
     """
@@ -36,6 +37,7 @@ class UNetHead(nn.Module):
         decoder_channels: Sequence[int],
         norm: Union[str, Callable, None] = "BN",
         upsample_mode: str = "bilinear",
+        skipless_stages: int = 0,
         deep_supervision: bool = False,
         deep_supervision_weight: float = 0.4,
         loss: Optional[nn.Module] = None,
@@ -46,10 +48,12 @@ class UNetHead(nn.Module):
         Args:
             input_shape: shapes of the input features (at least 2).
             num_classes: number of classes (1 = binary, a single sigmoid logit).
-            decoder_channels: output channels of each decoder stage, deepest first; one per skip.
+            decoder_channels: output channels of each decoder stage, deepest first; one per skip, then one per
+                skipless stage.
             norm: normalization of the decoder convs.
             upsample_mode: how each decoder stage upsamples: "bilinear", "nearest" (smp's Unet's op) or
                 "deconv" (learned 2x2 transposed convolution).
+            skipless_stages: decoder stages after the finest skip, each x2 finer, without a skip.
             deep_supervision: add auxiliary losses at the lower-resolution decoder stages.
             deep_supervision_weight: weight of each auxiliary loss.
             loss: maps (logits, targets) to a dict of losses; default CE + Dice.
@@ -65,17 +69,22 @@ class UNetHead(nn.Module):
                 f"UNetHead upsample_mode must be 'bilinear', 'nearest' or 'deconv', got {upsample_mode!r}")
         self.in_features = [k for k, _ in shapes]
         skips = shapes[:-1][::-1]  # deepest skip first
-        if len(decoder_channels) < len(skips):
+        if skipless_stages < 0 or shapes[0][1].stride % 2 ** skipless_stages:
+            raise ValueError(f"UNetHead: {skipless_stages} skipless stages (x2 each) past the finest feature "
+                             f"{shapes[0][0]} (stride {shapes[0][1].stride}) would go finer than the input")
+        stages = [k for k, _ in skips] + [None] * skipless_stages  # each stage's skip feature (None: none)
+        if len(decoder_channels) < len(stages):
             raise ValueError(
-                f"UNetHead has {len(skips)} decoder stages ({[k for k, _ in skips]}) but only "
-                f"{len(decoder_channels)} DECODER_CHANNELS {list(decoder_channels)}"
+                f"UNetHead has {len(stages)} decoder stages ({len(skips)} skips {[k for k, _ in skips]}, "
+                f"{skipless_stages} skipless) but only {len(decoder_channels)} DECODER_CHANNELS {list(decoder_channels)}"
             )
+        self.skip_features = stages
         self.ignore_value = ignore_value
         self.loss_weight = loss_weight
         self.upsample_mode = upsample_mode
         self.deep_supervision = deep_supervision
         self.deep_supervision_weight = deep_supervision_weight
-        self.output_stride = shapes[0][1].stride
+        self.output_stride = shapes[0][1].stride // 2 ** skipless_stages
 
         self.upsamplers = nn.ModuleList()
         self.blocks = nn.ModuleList()
@@ -83,19 +92,21 @@ class UNetHead(nn.Module):
         channels, stride = shapes[-1][1].channels, shapes[-1][1].stride
         self.stage_strides: List[int] = []
         self.up_factors: List[int] = []
-        for k, ((_, skip), out_channels) in enumerate(zip(skips, decoder_channels)):
-            factor = stride_ratio(stride, skip.stride)
+        skip_shapes = [skip for _, skip in skips] + [None] * skipless_stages
+        for k, (skip, out_channels) in enumerate(zip(skip_shapes, decoder_channels)):
+            skip_stride = skip.stride if skip is not None else stride // 2
+            factor = stride_ratio(stride, skip_stride)
             if upsample_mode == "deconv":
                 self.upsamplers.append(nn.ConvTranspose2d(channels, channels // 2, factor, stride=factor))
                 channels = channels // 2
             else:
                 self.upsamplers.append(nn.Identity())
-            self.blocks.append(double_conv(channels + skip.channels, out_channels, norm))
+            self.blocks.append(double_conv(channels + (skip.channels if skip is not None else 0), out_channels, norm))
             channels = out_channels
-            self.stage_strides.append(skip.stride)
+            self.stage_strides.append(skip_stride)
             self.up_factors.append(factor)
-            stride = skip.stride
-            if deep_supervision and k < len(skips) - 1:  # the last stage is the main output
+            stride = skip_stride
+            if deep_supervision and k < len(stages) - 1:  # the last stage is the main output
                 self.aux_predictors.append(nn.Conv2d(out_channels, num_classes, 1))
         self.predictor = nn.Conv2d(channels, num_classes, 1)
         nn.init.normal_(self.predictor.weight, std=0.01)
@@ -109,6 +120,7 @@ class UNetHead(nn.Module):
             **common_head_args(cfg, input_shape),
             "decoder_channels": h.DECODER_CHANNELS,
             "upsample_mode": h.UPSAMPLE_MODE,
+            "skipless_stages": h.SKIPLESS_STAGES,
             "deep_supervision": h.DEEP_SUPERVISION,
             "deep_supervision_weight": h.DEEP_SUPERVISION_WEIGHT,
         }
@@ -118,10 +130,12 @@ class UNetHead(nn.Module):
         x = features[self.in_features[-1]]
         aux = []
         for k, (up, block) in enumerate(zip(self.upsamplers, self.blocks)):
-            skip = features[self.in_features[-2 - k]]
             x = up(x) if self.upsample_mode == "deconv" else upsample(x, self.up_factors[k], self.upsample_mode)
-            # an odd-sized skip is the top-left of the upsampled map: crop, never resize (see crop_to)
-            x = block(torch.cat([crop_to(x, skip.shape[-2:]), skip], dim=1))
+            if self.skip_features[k] is not None:
+                skip = features[self.skip_features[k]]
+                # an odd-sized skip is the top-left of the upsampled map: crop, never resize (see crop_to)
+                x = torch.cat([crop_to(x, skip.shape[-2:]), skip], dim=1)
+            x = block(x)
             if self.deep_supervision and k < len(self.aux_predictors):
                 aux.append(self.aux_predictors[k](x))
         return self.predictor(x), aux

@@ -195,3 +195,49 @@ def test_nearest_decoder_repeats_each_pixel():
         head(feats)
     up = feats["b"].repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
     assert torch.equal(seen[0], torch.cat([up, feats["a"]], dim=1))
+
+
+def test_skipless_stage_upsamples_the_last_stage_alone():
+    """SKIPLESS_STAGES 1: after the finest skip (stride 2), one more stage sees only the previous stage's output,
+    every pixel repeated 2 x 2 (by hand, with repeat_interleave), and the logits come out at stride 1."""
+    shapes = {"a": ShapeSpec(channels=2, stride=2), "b": ShapeSpec(channels=3, stride=4)}
+    head = UNetHead(shapes, num_classes=2, decoder_channels=[4, 5], norm="", upsample_mode="nearest",
+                    skipless_stages=1).eval()
+    seen = []
+    for block in head.blocks:
+        block.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+        block.register_forward_hook(lambda m, args, out: seen.append(out))
+    g = torch.Generator().manual_seed(0)
+    feats = {"a": torch.randn(1, 2, 6, 8, generator=g), "b": torch.randn(1, 3, 3, 4, generator=g)}
+    with torch.no_grad():
+        logits, _ = head(feats)
+    stage0_out = seen[1]
+    assert seen[2].shape == (1, 4, 12, 16)
+    assert torch.equal(seen[2], stage0_out.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+    assert logits.shape == (1, 2, 12, 16) and head.output_stride == 1
+    # the skipless block: 3x3 convs 4 -> 5 and 5 -> 5 with biases (no norm): (180 + 5) + (225 + 5), by hand
+    assert sum(p.numel() for p in head.blocks[1].parameters()) == 415
+
+
+def test_skipless_stages_in_a_resnet_unet_train_and_infer_like_smp():
+    """The smp Unet layout: no full-resolution encoder path, a skipless last stage at stride 1."""
+    cfg = make_cfg("Base-UNet.yaml", *R18, "MODEL.RESNET_UNET.FULL_RES_CHANNELS", "0",
+                   "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['s2', 'res2', 'res3', 'res4', 'res5']",
+                   "MODEL.SEM_SEG_HEAD.SKIPLESS_STAGES", "1", "MODEL.SEM_SEG_HEAD.UPSAMPLE_MODE", "nearest",
+                   "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[64, 32, 16, 16, 8]")
+    model = build_model(cfg)
+    head = model.sem_seg_head
+    assert head.skip_features == ["res4", "res3", "res2", "s2", None] and head.output_stride == 1
+    assert head.predictor.in_channels == 8
+    assert model(batch(3, [(61, 77)]))["loss_sem_seg"].isfinite()
+    model.eval()
+    with torch.no_grad():
+        assert model(batch(3, [(61, 77)], with_gt=False))[0]["sem_seg"].shape == (5, 61, 77)
+
+
+def test_skipless_stages_need_their_channels_and_a_coarse_enough_finest_feature():
+    shapes = {"a": ShapeSpec(channels=2, stride=2), "b": ShapeSpec(channels=3, stride=4)}
+    with pytest.raises(ValueError, match=r"2 decoder stages \(1 skips \['a'\], 1 skipless\) but only 1 DECODER"):
+        UNetHead(shapes, num_classes=2, decoder_channels=[4], skipless_stages=1)
+    with pytest.raises(ValueError, match="2 skipless stages .* finest feature a \\(stride 2\\) would go finer"):
+        UNetHead(shapes, num_classes=2, decoder_channels=[4, 4, 4], skipless_stages=2)
