@@ -50,12 +50,14 @@ def test_every_panoptic_config_trains_and_evaluates(config, train_net, tmp_path)
 
 
 def test_unet_panoptic_learns_the_stuff_in_a_fixed_budget(train_net, tmp_path):
-    """The U-Net PanopticFPN (also this config family's instant run): 40 iterations from random weights take the
-    stuff's PQ from about 10 (after 1 iteration) to above 40 (57 measured)."""
+    """The U-Net PanopticFPN (also this config family's instant run): 80 iterations from random weights take the
+    stuff's PQ from about 10 (after 1 iteration) to above 40: 53.8-72.9 measured over seeds 0-3 on detectron2 v0.6
+    and main (sky >= 41.9, ground >= 65.6). The budget used to be 40 iterations at LR 0.02, where PQ_st ranged
+    8.6-40.8 over those seeds on main: seed 0 passed on one machine and failed (17.4) on another."""
     from detectron2.engine import default_argument_parser
 
-    opts = [*INSTANT, *SMALL_R18, *ON_PANOPTIC_SHAPES, "SOLVER.MAX_ITER", "40", "SOLVER.WARMUP_ITERS", "5",
-            "SOLVER.BASE_LR", "0.02", "SOLVER.STEPS", "()"]
+    opts = [*INSTANT, *SMALL_R18, *ON_PANOPTIC_SHAPES, "SOLVER.MAX_ITER", "80", "SOLVER.WARMUP_ITERS", "5",
+            "SOLVER.BASE_LR", "0.01", "SOLVER.STEPS", "()"]
     config = CONFIGS / "Shapes-PanopticSegmentation/panoptic_unet_R_18_FPN_scratch_bs4_600it.yaml"
     train_net.main(default_argument_parser().parse_args(["--config-file", str(config), *opts, "OUTPUT_DIR", str(tmp_path)]))
     final = read_metrics(tmp_path, ("loss_sem_seg", "loss_mask"))
