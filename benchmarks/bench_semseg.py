@@ -8,9 +8,10 @@ mBoundaryIoU) at --eval-at fractions of training and at the end. Variants:
 
 - unet_R_50: seg_d2's U-Net, ResNet-50 encoder (build_resnet_unet_backbone + UNetHead);
 - unet_R_50_fast: the same with issue 25's speed levers: nearest upsampling between decoder stages, a 16-channel
-  full-resolution path and last decoder stage (smp's widths);
+  full-resolution path and last decoder stage (smp's widths), batch norms folded into the convs at inference
+  (TEST.FUSE_CONV_BN; smp's model is timed as it comes);
 - unet_R_50_smp_layout: nearest upsampling and smp's decoder layout: no full-resolution path ``s1``, the last
-  decoder stage (16 channels, stride 1) without a skip (MODEL.SEM_SEG_HEAD.SKIPLESS_STAGES 1);
+  decoder stage (16 channels, stride 1) without a skip (MODEL.SEM_SEG_HEAD.SKIPLESS_STAGES 1); fused at inference;
 - unet_classic: the classic U-Net (Ronneberger et al. 2015), 16 base channels;
 - smp: segmentation_models_pytorch's Unet(resnet50) (benchmarks/smp_peer.py), same data, loss and trainer;
 - semantic_fpn_R_50: detectron2's SemanticFPN (SemSegFPNHead);
@@ -52,11 +53,12 @@ SHAPES = os.path.join(REPO, "configs", "Shapes-SemanticSegmentation")
 OWN = os.path.join(REPO, "configs", "OwnData-SemanticSegmentation")
 UNET_R50 = os.path.join(SHAPES, "unet_R_50_scratch_bs8_600it.yaml")
 FAST = ["MODEL.SEM_SEG_HEAD.UPSAMPLE_MODE", "nearest", "MODEL.RESNET_UNET.FULL_RES_CHANNELS", "16",
-        "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[256, 128, 64, 32, 16]"]
+        "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[256, 128, 64, 32, 16]", "TEST.FUSE_CONV_BN", "True"]
 # smp's decoder layout: no full-resolution encoder path; the last stage upsamples the s2 stage alone
 SMP_LAYOUT = ["MODEL.SEM_SEG_HEAD.UPSAMPLE_MODE", "nearest", "MODEL.RESNET_UNET.FULL_RES_CHANNELS", "0",
               "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['s2', 'res2', 'res3', 'res4', 'res5']",
-              "MODEL.SEM_SEG_HEAD.SKIPLESS_STAGES", "1", "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[256, 128, 64, 32, 16]"]
+              "MODEL.SEM_SEG_HEAD.SKIPLESS_STAGES", "1", "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[256, 128, 64, 32, 16]",
+              "TEST.FUSE_CONV_BN", "True"]
 VARIANTS = {  # name -> (config, options on top of it)
     "unet_R_50": (UNET_R50, []),
     "smp": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"]),

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The long benchmarks that open issues still need, in order, in the background, resumable across machines.
+# Each benchmark's OUT/results.jsonl starts from its copy in benchmarks/results/ (finished runs are skipped) and is
+# copied back there after every benchmark command, so a machine that is replaced loses only the runs in progress:
+# commit benchmarks/results/*_pending.jsonl before you stop.
+#
+#   nohup bash benchmarks/pending.sh > bench_out/pending.log 2>&1 &
+#
+# Runs from a snapshot of HEAD (so that editing the checkout does not change runs in progress), single-thread
+# processes two at a time. OUT defaults to bench_out/ in the checkout; needs the README's set-up (.venv) and
+# requirements/bench.txt (installed here if missing).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+OUT="${OUT:-$ROOT/bench_out}"
+PY="${SEG_D2_VENV:-$ROOT/.venv}/bin/python"
+"$PY" -c "import segmentation_models_pytorch" 2>/dev/null ||
+  "$PY" -m pip install -q -c "$ROOT/requirements/base.txt" -r "$ROOT/requirements/bench.txt"
+SNAP="$OUT/snapshot-$(git -C "$ROOT" rev-parse --short HEAD)"
+if [ ! -d "$SNAP" ]; then
+  mkdir -p "$SNAP.tmp" && git -C "$ROOT" archive HEAD | tar x -C "$SNAP.tmp" && mv "$SNAP.tmp" "$SNAP"
+fi
+export PYTHONPATH="$SNAP" OMP_NUM_THREADS=1 DETECTRON2_DATASETS="${DETECTRON2_DATASETS:-$ROOT/datasets}"
+
+# run NAME SCRIPT ARGS...: SCRIPT with --out OUT/NAME, its results kept in benchmarks/results/NAME_pending.jsonl
+run() {
+  local name=$1 script=$2; shift 2
+  local keep="$ROOT/benchmarks/results/${name}_pending.jsonl"
+  mkdir -p "$OUT/$name"
+  if [ -f "$keep" ] && [ ! -s "$OUT/$name/results.jsonl" ]; then cp "$keep" "$OUT/$name/results.jsonl"; fi
+  echo "== $(date -u +%FT%TZ) $name: $script $*"
+  (cd "$SNAP" && "$PY" -W ignore "benchmarks/$script" --out "$OUT/$name" --jobs 2 --threads 1 "$@") || true
+  cp "$OUT/$name/results.jsonl" "$keep"
+}
+
+# Issue 25, item 1: U-Net R-50 at smp's cost (smp's decoder layout, fused inference) and its quality, 3 seeds.
+run semseg bench_semseg.py --datasets real_buildings --seeds 0,1,2 --variants smp,unet_R_50_smp_layout
+# Issue 21: the shapes curves rose to the end of 600 iterations: 1200 for all variants alike, 3 seeds.
+run bmask_shapes_1200 bench_bmask.py --datasets shapes --seeds 0,1,2 --iters 1200 --variants stock,bmask
+run semseg bench_semseg.py --datasets shapes --seeds 0,1,2 --variants smp,unet_R_50_smp_layout
+run bmask_shapes_1200 bench_bmask.py --datasets shapes --seeds 0,1,2 --iters 1200 --variants stock,bmask,light
+# Issue 25, items 1-3: the other levers and peers, the auto-configured U-Net against the hand recipes
+# (nnunet needs benchmarks/setup_nnunet_env.sh).
+run semseg bench_semseg.py --datasets scans16 --seeds 0,1,2 --variants unet_classic_gray,unet_classic_gray_auto
+run semseg bench_semseg.py --datasets real_buildings,shapes --seeds 0,1,2 \
+  --variants smp,unet_R_50_smp_layout,unet_R_50_fast,unet_R_50,unet_auto,unet_classic,semantic_fpn_R_50,nnunet
+echo "== $(date -u +%FT%TZ) done"
