@@ -23,8 +23,8 @@ class UNetHead(nn.Module):
     encoder, ...). The features in ``input_shape`` are ordered by stride; the deepest is the
     bottleneck, every other one a skip. Skipless stages may follow the finest skip (upsample x2, double
     conv), as smp's Unet ends at full resolution without an encoder feature there. If the last stage has
-    stride > 1, the logits are upsampled to the input resolution at the end. Optional deep supervision adds a 1x1 classifier
-    and a weighted auxiliary loss at each lower-resolution decoder stage. With ``num_classes`` 1
+    stride > 1, the logits are upsampled to the input resolution at the end. Optional deep supervision
+    adds a 1x1 classifier and a weighted auxiliary loss at each lower-resolution decoder stage. With ``num_classes`` 1
     (binary) it trains one foreground logit z and outputs ``[0, z]`` in inference.
     """
 
@@ -76,7 +76,8 @@ class UNetHead(nn.Module):
         if len(decoder_channels) < len(stages):
             raise ValueError(
                 f"UNetHead has {len(stages)} decoder stages ({len(skips)} skips {[k for k, _ in skips]}, "
-                f"{skipless_stages} skipless) but only {len(decoder_channels)} DECODER_CHANNELS {list(decoder_channels)}"
+                f"{skipless_stages} skipless) but only {len(decoder_channels)} DECODER_CHANNELS "
+                f"{list(decoder_channels)}"
             )
         self.skip_features = stages
         self.ignore_value = ignore_value
