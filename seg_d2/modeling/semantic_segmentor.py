@@ -177,7 +177,9 @@ class SegD2SemanticSegmentor(SemanticSegmentor):
             version = self._weights_version()
             if self._nets.get("fused_version") != version:
                 with torch.no_grad():
-                    self._nets["fused"] = fuse_conv_bn_(copy.deepcopy(net).eval())
+                    # inference only; and a trace (FLOP counting, export) takes its weights, which are not the
+                    # model's parameters, as constants, which it refuses while they require grad
+                    self._nets["fused"] = fuse_conv_bn_(copy.deepcopy(net).eval()).requires_grad_(False)
                 self._nets["fused_version"] = version
                 self._nets.pop("compiled", None)  # compiled from the stale copy
             net = self._nets["fused"]

@@ -124,3 +124,23 @@ def test_bad_values_are_refused():
         build_model(make_cfg(base, *opts, "TEST.AMP.DTYPE", "float8"))
     with pytest.raises(ValueError, match="TEST.SLIDING_WINDOW.BATCH_SIZE"):
         build_model(make_cfg(base, *opts, "TEST.SLIDING_WINDOW.BATCH_SIZE", "0"))
+
+
+def test_a_fused_model_can_be_traced_for_flop_counting():
+    """detectron2's FlopCountAnalysis (a jit trace) of a model with TEST.FUSE_CONV_BN: the fused copy lives outside
+    the model's parameters, so the trace takes its weights as constants, which it refused while they required grad
+    ("Cannot insert a Tensor that requires grad as a constant": benchmarks/bench_semseg.py's timing failed so).
+    The fused count is the plain one less the batch norms' (fvcore counts a batch norm's FLOPs)."""
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    plain, fused = model_pair("unet_resnet", "TEST.FUSE_CONV_BN", "True")
+    fused.load_state_dict(plain.state_dict())
+    x = images(SIZES[:1])
+    _outputs(fused, x)  # the fused copy made before the trace, as a timed inference does
+    counts = {}
+    for name, model in (("plain", plain), ("fused", fused)):
+        fca = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        counts[name] = fca.by_operator()
+    assert counts["fused"]["conv"] == counts["plain"]["conv"] and counts["plain"]["batch_norm"] > 0
+    assert "batch_norm" not in counts["fused"]
+    assert not any(p.requires_grad for p in fused._nets["fused"].parameters())
