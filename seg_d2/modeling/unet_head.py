@@ -72,14 +72,15 @@ class UNetHead(nn.Module):
         if skipless_stages < 0 or shapes[0][1].stride % 2 ** skipless_stages:
             raise ValueError(f"UNetHead: {skipless_stages} skipless stages (x2 each) past the finest feature "
                              f"{shapes[0][0]} (stride {shapes[0][1].stride}) would go finer than the input")
-        stages = [k for k, _ in skips] + [None] * skipless_stages  # each stage's skip feature (None: none)
+        # each decoder stage's skip: (feature name, shape), or (None, None) for a skipless stage
+        stages = skips + [(None, None)] * skipless_stages
         if len(decoder_channels) < len(stages):
             raise ValueError(
                 f"UNetHead has {len(stages)} decoder stages ({len(skips)} skips {[k for k, _ in skips]}, "
                 f"{skipless_stages} skipless) but only {len(decoder_channels)} DECODER_CHANNELS "
                 f"{list(decoder_channels)}"
             )
-        self.skip_features = stages
+        self.skip_features = [k for k, _ in stages]
         self.ignore_value = ignore_value
         self.loss_weight = loss_weight
         self.upsample_mode = upsample_mode
@@ -93,8 +94,7 @@ class UNetHead(nn.Module):
         channels, stride = shapes[-1][1].channels, shapes[-1][1].stride
         self.stage_strides: List[int] = []
         self.up_factors: List[int] = []
-        skip_shapes = [skip for _, skip in skips] + [None] * skipless_stages
-        for k, (skip, out_channels) in enumerate(zip(skip_shapes, decoder_channels)):
+        for k, ((_, skip), out_channels) in enumerate(zip(stages, decoder_channels)):
             skip_stride = skip.stride if skip is not None else stride // 2
             factor = stride_ratio(stride, skip_stride)
             if upsample_mode == "deconv":
