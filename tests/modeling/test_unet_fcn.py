@@ -173,13 +173,30 @@ def test_training_meets_each_label_with_its_inference_logit(name):
         logits, _ = head.eval()(feats)
         assert logits.shape == (2, 3, 14, 18)
         expected = {k: 0.5 * v for k, v in head.loss(logits[..., :13, :18], targets).items()}
-        if name != "fcn":  # the auxiliary stride-4 logits: upsampled and cropped alike
-            aux = F.interpolate(head.layers(feats)[1][0], scale_factor=4, mode="bilinear", align_corners=False)
-            expected.update({f"{k}_aux4": 0.5 * 0.4 * v for k, v in head.loss(aux[..., :13, :18], targets).items()})
-        _, losses = head.train()(feats, targets)
+        head.train()
+        if name != "fcn":  # the auxiliary stride-4 logits (3 x 5, cropped to 3 x 4) against the labels at the
+            # centres of their 4 x 4 cells, rows 2, 6, 10 and columns 2, 6, 10, 14 (as nnU-Net samples its targets)
+            aux = head.layers(feats)[1][0]
+            assert aux.shape[-2:] == (4, 5)
+            centres = targets[:, [2, 6, 10]][:, :, [2, 6, 10, 14]]
+            expected.update({f"{k}_aux4": 0.5 * 0.4 * v for k, v in head.loss(aux[..., :3, :4], centres).items()})
+        _, losses = head(feats, targets)
     assert set(losses) == set(expected)
     for k, v in expected.items():
         assert losses[k].item() == pytest.approx(v.item(), rel=1e-6), k
+
+
+def test_deep_supervision_costs_nothing_at_inference():
+    shapes = {"a": ShapeSpec(channels=4, stride=2), "b": ShapeSpec(channels=4, stride=4), "c": ShapeSpec(channels=4, stride=8)}
+    head = UNetHead(shapes, num_classes=3, decoder_channels=[4, 4], deep_supervision=True)
+    calls = []
+    head.aux_predictors[0].register_forward_hook(lambda *args: calls.append(1))
+    feats = {"a": torch.randn(1, 4, 8, 8), "b": torch.randn(1, 4, 4, 4), "c": torch.randn(1, 4, 2, 2)}
+    with torch.no_grad():
+        logits, _ = head.eval()(feats)
+    assert logits.shape == (1, 3, 16, 16) and calls == []
+    head.train()(feats, torch.randint(0, 3, (1, 16, 16)))
+    assert calls == [1]
 
 
 def test_nearest_decoder_repeats_each_pixel():
