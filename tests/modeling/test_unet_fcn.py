@@ -1,7 +1,6 @@
 """U-Net head, U-Net encoders and FCN head: registration, the output contract, odd input sizes."""
 import pytest
 import torch
-from torch.nn import functional as F
 
 import seg_d2  # noqa: F401
 from detectron2.config import get_cfg
