@@ -33,9 +33,10 @@ run() {
 }
 
 # Issue 25, item 1: U-Net R-50 at smp's cost (smp's decoder layout, fused inference) and its quality, 3 seeds; with deep
-# supervision (free in time) beside smp first, the layout alone (seed 0 lost to smp by 2.2 mIoU) last.
+# supervision (free in time) beside smp first; then with smp's decoder init (fan_in) beside the layout alone (seed 0 lost
+# to smp by 2.2 mIoU).
 run semseg bench_semseg.py --datasets real_buildings,shapes --seeds 0,1,2 \
-  --variants smp,unet_R_50_smp_layout_ds,unet_R_50_smp_layout
+  --variants smp,unet_R_50_smp_layout_ds,unet_R_50_smp_layout_ds_fan_in,unet_R_50_smp_layout
 # Issue 21: the shapes curves rose to the end of 600 iterations: 1200 for all variants alike, 3 seeds.
 run bmask_shapes_1200 bench_bmask.py --datasets shapes --seeds 0,1,2 --iters 1200 --variants stock,bmask
 run bmask_shapes_1200 bench_bmask.py --datasets shapes --seeds 0,1,2 --iters 1200 --variants stock,bmask,light

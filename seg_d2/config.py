@@ -179,6 +179,8 @@ def _add_sem_seg_config(cfg):
     h.DEEP_SUPERVISION = False
     # Weight of each auxiliary (deep supervision) loss, relative to the main one.
     h.DEEP_SUPERVISION_WEIGHT = 0.4
+    # U-Net head: He init mode of the decoder convs, "fan_out" (detectron2's ResNets) or "fan_in" (smp's decoder).
+    h.CONV_INIT = "fan_out"
     # FCN head: number of 3x3 convs on the deepest feature (fc6/fc7 of FCN as convolutions).
     h.NUM_CONVS = 2
     # FCN head: dropout after each of those convs.

@@ -43,23 +43,31 @@ def resolve_cfg_norms(model_cfg, device: str = "cpu") -> dict:
     return changed
 
 
-def conv_norm_act(in_channels: int, out_channels: int, norm, kernel_size: int = 3) -> nn.Sequential:
-    """Conv (no bias when normalized) -> norm -> ReLU, He-initialised."""
+CONV_INIT_MODES = ("fan_out", "fan_in")
+
+
+def conv_norm_act(in_channels: int, out_channels: int, norm, kernel_size: int = 3,
+                  init_mode: str = "fan_out") -> nn.Sequential:
+    """Conv (no bias when normalized) -> norm -> ReLU, He-initialised (He et al. 2015) in ``init_mode``:
+    "fan_out" (detectron2's and torchvision's ResNets) or "fan_in" (torch's default rule; smp's decoder)."""
+    if init_mode not in CONV_INIT_MODES:
+        raise ValueError(f"conv init mode must be one of {CONV_INIT_MODES}, got {init_mode!r}")
     if norm == "GN":  # detectron2's GN uses 32 groups, more than narrow decoder stages have
         norm_layer: Optional[nn.Module] = nn.GroupNorm(math.gcd(32, out_channels), out_channels)
     else:
         norm_layer = get_norm(norm, out_channels)
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=norm_layer is None)
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    nn.init.kaiming_normal_(conv.weight, mode=init_mode, nonlinearity="relu")
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
     layers = [conv] + ([norm_layer] if norm_layer is not None else []) + [nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
-def double_conv(in_channels: int, out_channels: int, norm) -> nn.Sequential:
+def double_conv(in_channels: int, out_channels: int, norm, init_mode: str = "fan_out") -> nn.Sequential:
     """The U-Net block: two 3x3 conv-norm-ReLU (Ronneberger et al. 2015)."""
-    return nn.Sequential(conv_norm_act(in_channels, out_channels, norm), conv_norm_act(out_channels, out_channels, norm))
+    return nn.Sequential(conv_norm_act(in_channels, out_channels, norm, init_mode=init_mode),
+                         conv_norm_act(out_channels, out_channels, norm, init_mode=init_mode))
 
 
 def fuse_conv_bn_(module: nn.Module) -> nn.Module:

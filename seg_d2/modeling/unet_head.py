@@ -41,6 +41,7 @@ class UNetHead(nn.Module):
         skipless_stages: int = 0,
         deep_supervision: bool = False,
         deep_supervision_weight: float = 0.4,
+        conv_init: str = "fan_out",
         loss: Optional[nn.Module] = None,
         loss_weight: float = 1.0,
         ignore_value: int = 255,
@@ -57,6 +58,8 @@ class UNetHead(nn.Module):
             skipless_stages: decoder stages after the finest skip, each x2 finer, without a skip.
             deep_supervision: add auxiliary losses at the lower-resolution decoder stages.
             deep_supervision_weight: weight of each auxiliary loss.
+            conv_init: He initialisation mode of the decoder convs, "fan_out" or "fan_in" (see
+                MODEL.SEM_SEG_HEAD.CONV_INIT).
             loss: maps (logits, targets) to a dict of losses; default CE + Dice.
             loss_weight: multiplies every loss.
             ignore_value: label ignored by the losses (and used to pad targets).
@@ -103,7 +106,8 @@ class UNetHead(nn.Module):
                 channels = channels // 2
             else:
                 self.upsamplers.append(nn.Identity())
-            self.blocks.append(double_conv(channels + (skip.channels if skip is not None else 0), out_channels, norm))
+            self.blocks.append(double_conv(channels + (skip.channels if skip is not None else 0), out_channels, norm,
+                                           init_mode=conv_init))
             channels = out_channels
             self.stage_strides.append(skip_stride)
             self.up_factors.append(factor)
@@ -125,6 +129,7 @@ class UNetHead(nn.Module):
             "skipless_stages": h.SKIPLESS_STAGES,
             "deep_supervision": h.DEEP_SUPERVISION,
             "deep_supervision_weight": h.DEEP_SUPERVISION_WEIGHT,
+            "conv_init": h.CONV_INIT,
         }
 
     def layers(self, features: Dict[str, torch.Tensor]):

@@ -185,6 +185,31 @@ def test_training_meets_each_label_with_its_inference_logit(name):
         assert losses[k].item() == pytest.approx(v.item(), rel=1e-6), k
 
 
+@pytest.mark.parametrize("mode", ["fan_out", "fan_in"])
+def test_conv_init_mode_sets_the_decoder_weight_scale(mode):
+    """He et al. 2015: std sqrt(2 / fan), fan = kernel area x (output or input) channels. The first conv of the
+    deepest stage takes 64 + 32 concatenated channels to 48: by hand, std sqrt(2 / (9 * 48)) = 0.0680 with fan_out,
+    sqrt(2 / (9 * 96)) = 0.0481 with fan_in; its second conv (48 -> 48) is 0.0680 either way."""
+    shapes = {"a": ShapeSpec(channels=32, stride=4), "b": ShapeSpec(channels=64, stride=8)}
+    torch.manual_seed(0)
+    head = UNetHead(shapes, num_classes=2, decoder_channels=[48], conv_init=mode)
+    first, second = head.blocks[0][0][0].weight, head.blocks[0][1][0].weight
+    assert first.shape == (48, 96, 3, 3)
+    assert first.std().item() == pytest.approx(0.0680 if mode == "fan_out" else 0.0481, rel=0.03)
+    assert second.std().item() == pytest.approx(0.0680, rel=0.03)
+    # from the config: R-18's res5 (512) + res4 (256) -> 64 channels, std sqrt(2 / (9 * 64)) or sqrt(2 / (9 * 768))
+    cfg = make_cfg(FAMILIES["unet_resnet"][0], *FAMILIES["unet_resnet"][1], "MODEL.SEM_SEG_HEAD.CONV_INIT", mode)
+    first = build_model(cfg).sem_seg_head.blocks[0][0][0].weight
+    assert first.shape == (64, 768, 3, 3)
+    assert first.std().item() == pytest.approx(0.0589 if mode == "fan_out" else 0.0170, rel=0.03)
+
+
+def test_conv_init_rejects_an_unknown_mode():
+    shapes = {"a": ShapeSpec(channels=4, stride=4), "b": ShapeSpec(channels=4, stride=8)}
+    with pytest.raises(ValueError, match="conv init mode must be one of \\('fan_out', 'fan_in'\\), got 'xavier'"):
+        UNetHead(shapes, num_classes=2, decoder_channels=[4], conv_init="xavier")
+
+
 def test_deep_supervision_costs_nothing_at_inference():
     shapes = {"a": ShapeSpec(channels=4, stride=2), "b": ShapeSpec(channels=4, stride=4), "c": ShapeSpec(channels=4, stride=8)}
     head = UNetHead(shapes, num_classes=3, decoder_channels=[4, 4], deep_supervision=True)
