@@ -88,7 +88,6 @@ class UNetHead(nn.Module):
         self.ignore_value = ignore_value
         self.loss_weight = loss_weight
         self.upsample_mode = upsample_mode
-        self.deep_supervision = deep_supervision
         self.deep_supervision_weight = deep_supervision_weight
         self.output_stride = shapes[0][1].stride // 2 ** skipless_stages
 
