@@ -181,6 +181,10 @@ def _add_sem_seg_config(cfg):
     h.DEEP_SUPERVISION_WEIGHT = 0.4
     # U-Net head: He init mode of the decoder convs, "fan_out" (detectron2's ResNets) or "fan_in" (smp's decoder).
     h.CONV_INIT = "fan_out"
+    # U-Net head: kernel size of the final classifier conv (smp's Unet: 3).
+    h.PREDICTOR_KERNEL_SIZE = 1
+    # U-Net head: init of the final classifier, "normal" (std 0.01, detectron2's heads) or "xavier" (smp's heads).
+    h.PREDICTOR_INIT = "normal"
     # FCN head: number of 3x3 convs on the deepest feature (fc6/fc7 of FCN as convolutions).
     h.NUM_CONVS = 2
     # FCN head: dropout after each of those convs.

@@ -14,6 +14,8 @@ from .sem_seg_losses import SemSegLoss
 
 __all__ = ["UNetHead"]
 
+PREDICTOR_INITS = ("normal", "xavier")
+
 
 @SEM_SEG_HEADS_REGISTRY.register()
 class UNetHead(nn.Module):
@@ -42,6 +44,8 @@ class UNetHead(nn.Module):
         deep_supervision: bool = False,
         deep_supervision_weight: float = 0.4,
         conv_init: str = "fan_out",
+        predictor_kernel_size: int = 1,
+        predictor_init: str = "normal",
         loss: Optional[nn.Module] = None,
         loss_weight: float = 1.0,
         ignore_value: int = 255,
@@ -60,6 +64,9 @@ class UNetHead(nn.Module):
             deep_supervision_weight: weight of each auxiliary loss.
             conv_init: He initialisation mode of the decoder convs, "fan_out" or "fan_in" (see
                 MODEL.SEM_SEG_HEAD.CONV_INIT).
+            predictor_kernel_size: kernel size of the final classifier (odd; smp's Unet: 3).
+            predictor_init: init of the final classifier's weights: "normal" (std 0.01, as detectron2's heads) or
+                "xavier" (Glorot uniform, as smp's heads); its bias starts at 0.
             loss: maps (logits, targets) to a dict of losses; default CE + Dice.
             loss_weight: multiplies every loss.
             ignore_value: label ignored by the losses (and used to pad targets).
@@ -68,6 +75,11 @@ class UNetHead(nn.Module):
         shapes = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
         if len(shapes) < 2:
             raise ValueError(f"UNetHead needs >= 2 input features (a bottleneck and a skip), got {list(input_shape)}")
+        if predictor_init not in PREDICTOR_INITS:
+            raise ValueError(f"UNetHead predictor_init must be one of {PREDICTOR_INITS}, got {predictor_init!r}")
+        if predictor_kernel_size < 1 or predictor_kernel_size % 2 == 0:
+            raise ValueError(f"UNetHead predictor_kernel_size must be odd (the logits keep the input size), "
+                             f"got {predictor_kernel_size}")
         if upsample_mode not in ("bilinear", "nearest", "deconv"):
             raise ValueError(
                 f"UNetHead upsample_mode must be 'bilinear', 'nearest' or 'deconv', got {upsample_mode!r}")
@@ -113,8 +125,13 @@ class UNetHead(nn.Module):
             stride = skip_stride
             if deep_supervision and k < len(stages) - 1:  # the last stage is the main output
                 self.aux_predictors.append(nn.Conv2d(out_channels, num_classes, 1))
-        self.predictor = nn.Conv2d(channels, num_classes, 1)
-        nn.init.normal_(self.predictor.weight, std=0.01)
+        self.predictor = nn.Conv2d(channels, num_classes, predictor_kernel_size, padding=predictor_kernel_size // 2)
+        # no norm follows the classifier, so its init scales the gradient every decoder and encoder layer gets at the
+        # start: std 0.01 passes ~1/30 of what Glorot's init (Glorot & Bengio 2010; smp's heads) passes back
+        if predictor_init == "xavier":
+            nn.init.xavier_uniform_(self.predictor.weight)
+        else:
+            nn.init.normal_(self.predictor.weight, std=0.01)
         nn.init.zeros_(self.predictor.bias)
         self.loss = loss if loss is not None else SemSegLoss(ignore_value=ignore_value)
 
@@ -129,6 +146,8 @@ class UNetHead(nn.Module):
             "deep_supervision": h.DEEP_SUPERVISION,
             "deep_supervision_weight": h.DEEP_SUPERVISION_WEIGHT,
             "conv_init": h.CONV_INIT,
+            "predictor_kernel_size": h.PREDICTOR_KERNEL_SIZE,
+            "predictor_init": h.PREDICTOR_INIT,
         }
 
     def layers(self, features: Dict[str, torch.Tensor]):

@@ -210,6 +210,37 @@ def test_conv_init_rejects_an_unknown_mode():
         UNetHead(shapes, num_classes=2, decoder_channels=[4], conv_init="xavier")
 
 
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_predictor_kernel_and_init_from_the_config(kernel):
+    """Glorot & Bengio 2010 (smp's heads): uniform on +-sqrt(6 / (fan_in + fan_out)), fan = kernel area x
+    channels, so std bound / sqrt(3); by hand for the last stage's 16 channels -> 5 classes: bound sqrt(6 / 21) =
+    0.5345 with a 1x1 kernel, sqrt(6 / 189) = 0.1782 with a 3x3 one. The default is detectron2's std 0.01."""
+    family = FAMILIES["unet_resnet"]
+    cfg = make_cfg(family[0], *family[1], "MODEL.SEM_SEG_HEAD.PREDICTOR_KERNEL_SIZE", str(kernel), "MODEL.SEM_SEG_HEAD.PREDICTOR_INIT", "xavier")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    w, b = model.sem_seg_head.predictor.weight, model.sem_seg_head.predictor.bias
+    bound = {1: 0.5345, 3: 0.1782}[kernel]
+    assert w.shape == (5, 16, kernel, kernel)
+    assert w.abs().max().item() <= bound * 1.001
+    assert w.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.15)
+    assert not b.any()
+    with torch.no_grad():  # the logits keep the input's size whatever the kernel
+        out = model([{"image": torch.rand(3, 40, 56) * 255, "height": 40, "width": 56}])[0]["sem_seg"]
+    assert out.shape == (5, 40, 56)
+    default = build_model(make_cfg(family[0], *family[1])).sem_seg_head.predictor.weight
+    assert default.shape[-2:] == (1, 1)
+    assert default.std().item() == pytest.approx(0.01, rel=0.3)
+
+
+def test_predictor_options_are_checked():
+    shapes = {"a": ShapeSpec(channels=4, stride=4), "b": ShapeSpec(channels=4, stride=8)}
+    with pytest.raises(ValueError, match="predictor_init must be one of \\('normal', 'xavier'\\), got 'kaiming'"):
+        UNetHead(shapes, num_classes=2, decoder_channels=[4], predictor_init="kaiming")
+    with pytest.raises(ValueError, match="predictor_kernel_size must be odd .* got 2"):
+        UNetHead(shapes, num_classes=2, decoder_channels=[4], predictor_kernel_size=2)
+
+
 def test_deep_supervision_costs_nothing_at_inference():
     shapes = {"a": ShapeSpec(channels=4, stride=2), "b": ShapeSpec(channels=4, stride=4), "c": ShapeSpec(channels=4, stride=8)}
     head = UNetHead(shapes, num_classes=3, decoder_channels=[4, 4], deep_supervision=True)
