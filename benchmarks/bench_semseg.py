@@ -18,7 +18,9 @@ mBoundaryIoU) at --eval-at fractions of training and at the end. Variants:
   (MODEL.SEM_SEG_HEAD.CONV_INIT): after a batch norm, a conv's init scale sets its effective step size;
 - unet_R_50_smp_layout_ds_smp_head: the deep-supervised layout with smp's classifier: 3x3, Glorot-initialised
   (MODEL.SEM_SEG_HEAD.PREDICTOR_KERNEL_SIZE / PREDICTOR_INIT) instead of detectron2's 1x1 at std 0.01, which passes
-  ~1/30 of the gradient back to the decoder at the start (smp fit the buildings' training set faster);
+  ~1/40 of the gradient back to every layer at the start (smp fit the buildings' training set faster);
+- unet_R_50_smp_layout_ds_smp_init: the same with the decoder convs in fan_in mode as well: smp's initialisation
+  throughout, so that each stage's gradient at init is smp's (benchmarks/profile_unet.py --init-grads);
 - unet_classic: the classic U-Net (Ronneberger et al. 2015), 16 base channels;
 - smp: segmentation_models_pytorch's Unet(resnet50) (benchmarks/smp_peer.py), same data, loss and trainer;
 - semantic_fpn_R_50: detectron2's SemanticFPN (SemSegFPNHead);
@@ -77,6 +79,10 @@ VARIANTS = {  # name -> (config, options on top of it)
     "unet_R_50_smp_layout_ds_smp_head": (UNET_R50, SMP_LAYOUT + ["MODEL.SEM_SEG_HEAD.DEEP_SUPERVISION", "True",
                                                                  "MODEL.SEM_SEG_HEAD.PREDICTOR_KERNEL_SIZE", "3",
                                                                  "MODEL.SEM_SEG_HEAD.PREDICTOR_INIT", "xavier"]),
+    "unet_R_50_smp_layout_ds_smp_init": (UNET_R50, SMP_LAYOUT + ["MODEL.SEM_SEG_HEAD.DEEP_SUPERVISION", "True",
+                                                                 "MODEL.SEM_SEG_HEAD.PREDICTOR_KERNEL_SIZE", "3",
+                                                                 "MODEL.SEM_SEG_HEAD.PREDICTOR_INIT", "xavier",
+                                                                 "MODEL.SEM_SEG_HEAD.CONV_INIT", "fan_in"]),
     "unet_classic": (os.path.join(SHAPES, "unet_classic_c16_scratch_bs8_600it.yaml"), []),
     "semantic_fpn_R_50": (os.path.join(SHAPES, "semantic_fpn_R_50_scratch_bs8_600it.yaml"), []),
     "unet_auto": (UNET_R50, ["SEG_D2.AUTO_CONFIG.ENABLED", "True"]),

@@ -10,12 +10,16 @@ stages' own times. A stage whose input needs no gradient (the first ones, on the
 time: its weight gradients fall under "rest".
 
     python benchmarks/profile_unet.py --configs configs/Shapes-SemanticSegmentation/unet_R_50_scratch_bs8_600it.yaml \
-        [--smp] [--size 160] [--batch 8] [--rounds 5] [--threads 1] [--opts KEY VALUE ...]
+        [--smp] [--size 160] [--batch 8] [--rounds 5] [--threads 1] [--opts KEY VALUE ...] [--init-grads]
 
 --smp adds segmentation_models_pytorch's Unet(resnet50) through benchmarks/smp_peer.py (requirements/bench.txt),
 with the first config's data and loss. --opts apply to every config (e.g. the levers
 MODEL.RESNET_UNET.FULL_RES_CHANNELS 16 MODEL.SEM_SEG_HEAD.DECODER_CHANNELS "[256,128,64,32,16]"); a config
 given as CONFIG::KEY=VALUE;KEY=VALUE gets options of its own and is reported under that name.
+
+--init-grads prints, instead of timings, the norm of the main loss's gradient (auxiliary losses left out) on each
+stage's parameters at initialisation (every model built after torch.manual_seed(0)), on the same batch: how much
+of the training signal reaches each stage in the first steps.
 """
 import argparse
 import os
@@ -113,6 +117,20 @@ def batch(cfg, size, n, seed=0):
             for _ in range(n)]
 
 
+def init_gradients(runs):
+    for name, r in runs.items():
+        model = r["model"].train()
+        model.zero_grad(set_to_none=True)
+        losses = model(r["data"])
+        sum(v for k, v in losses.items() if "_aux" not in k).backward()
+        print(f"\n### {name}: main loss {sum(v.item() for k, v in losses.items() if '_aux' not in k):.4f}")
+        print("| stage | gradient norm |")
+        print("|---|---|")
+        for k, m in stages(model):
+            norms = [p.grad.norm() for p in m.parameters() if p.grad is not None]
+            print(f"| {k} | {torch.stack(norms).norm().item():.3e} |" if norms else f"| {k} | no gradient |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", required=True)
@@ -123,6 +141,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--opts", nargs="*", default=[])
+    parser.add_argument("--init-grads", action="store_true", help="gradient norms per stage at init, no timing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import seg_d2  # noqa: F401
@@ -132,8 +151,10 @@ def main():
         config, _, own = spec.partition("::")
         opts = list(args.opts) + [x for kv in own.split(";") if kv for x in kv.split("=", 1)]
         name = os.path.basename(config).rsplit(".", 1)[0] + (f" [{own}]" if own else "")
+        torch.manual_seed(0)
         models[name] = build(config, opts, False, args.device)
     if args.smp:
+        torch.manual_seed(0)
         models["smp Unet(resnet50)"] = build(args.configs[0].partition("::")[0], args.opts, True, args.device)
     runs = {}
     for name, (model, cfg) in models.items():
@@ -143,6 +164,8 @@ def main():
                           data=batch(cfg, args.size, args.batch), train=[], infer=[], fwd=defaultdict(list),
                           bwd=defaultdict(list), inf=defaultdict(list),
                           params=sum(p.numel() for p in model.parameters()))
+    if args.init_grads:
+        return init_gradients(runs)
     for rnd in range(args.rounds + 1):  # round 0 warms up
         for name, r in runs.items():
             model, timer = r["model"], r["timer"]
