@@ -32,11 +32,11 @@ run() {
   cp "$OUT/$name/results.jsonl" "$keep"
 }
 
-# Issue 25, item 1: U-Net R-50 at smp's cost (smp's decoder layout, fused inference) and its quality, 3 seeds; with deep
-# supervision (free in time) beside smp first; then with smp's decoder init (fan_in) beside the layout alone (seed 0 lost
-# to smp by 2.2 mIoU).
+# Issue 25, item 1: U-Net R-50 at smp's cost (smp's decoder layout, deep supervision, fused inference) and its quality,
+# 3 seeds: with smp's classifier (3x3, Glorot init; detectron2's std-0.01 1x1 passes ~1/40 of smp's gradient back at
+# init), then with smp's init throughout (fan_in decoder convs as well), beside smp.
 run semseg bench_semseg.py --datasets real_buildings,shapes --seeds 0,1,2 \
-  --variants smp,unet_R_50_smp_layout_ds,unet_R_50_smp_layout_ds_fan_in,unet_R_50_smp_layout
+  --variants smp,unet_R_50_smp_layout_ds_smp_head,unet_R_50_smp_layout_ds_smp_init
 # Issue 21: the shapes curves rose to the end of 600 iterations: 1200 for all variants alike, 3 seeds.
 run bmask_shapes_1200 bench_bmask.py --datasets shapes --seeds 0,1,2 --iters 1200 --variants stock,bmask
 run bmask_shapes_1200 bench_bmask.py --datasets shapes --seeds 0,1,2 --iters 1200 --variants stock,bmask,light
@@ -44,5 +44,5 @@ run bmask_shapes_1200 bench_bmask.py --datasets shapes --seeds 0,1,2 --iters 120
 # (nnunet needs benchmarks/setup_nnunet_env.sh).
 run semseg bench_semseg.py --datasets scans16 --seeds 0,1,2 --variants unet_classic_gray,unet_classic_gray_auto
 run semseg bench_semseg.py --datasets real_buildings,shapes --seeds 0,1,2 \
-  --variants smp,unet_R_50_smp_layout,unet_R_50_fast,unet_R_50,unet_auto,unet_classic,semantic_fpn_R_50,nnunet
+  --variants smp,unet_R_50_smp_layout_ds,unet_R_50_smp_layout,unet_R_50_fast,unet_R_50,unet_auto,unet_classic,semantic_fpn_R_50,nnunet
 echo "== $(date -u +%FT%TZ) done"
