@@ -127,7 +127,8 @@ class UNetHead(nn.Module):
                 self.aux_predictors.append(nn.Conv2d(out_channels, num_classes, 1))
         self.predictor = nn.Conv2d(channels, num_classes, predictor_kernel_size, padding=predictor_kernel_size // 2)
         # no norm follows the classifier, so its init scales the gradient every decoder and encoder layer gets at the
-        # start: std 0.01 passes ~1/30 of what Glorot's init (Glorot & Bengio 2010; smp's heads) passes back
+        # start: std 0.01 passes back ~1/40 of what Glorot's init (Glorot & Bengio 2010; smp's heads) does
+        # (benchmarks/profile_unet.py --init-grads)
         if predictor_init == "xavier":
             nn.init.xavier_uniform_(self.predictor.weight)
         else:
