@@ -68,21 +68,18 @@ SMP_LAYOUT = ["MODEL.SEM_SEG_HEAD.UPSAMPLE_MODE", "nearest", "MODEL.RESNET_UNET.
               "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['s2', 'res2', 'res3', 'res4', 'res5']",
               "MODEL.SEM_SEG_HEAD.SKIPLESS_STAGES", "1", "MODEL.SEM_SEG_HEAD.DECODER_CHANNELS", "[256, 128, 64, 32, 16]",
               "TEST.FUSE_CONV_BN", "True"]
+SMP_DS = SMP_LAYOUT + ["MODEL.SEM_SEG_HEAD.DEEP_SUPERVISION", "True"]  # and nnU-Net's deep supervision
+SMP_HEAD = ["MODEL.SEM_SEG_HEAD.PREDICTOR_KERNEL_SIZE", "3", "MODEL.SEM_SEG_HEAD.PREDICTOR_INIT", "xavier"]  # its classifier
+FAN_IN = ["MODEL.SEM_SEG_HEAD.CONV_INIT", "fan_in"]  # smp's decoder init
 VARIANTS = {  # name -> (config, options on top of it)
     "unet_R_50": (UNET_R50, []),
     "smp": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"]),
     "unet_R_50_fast": (UNET_R50, FAST),
     "unet_R_50_smp_layout": (UNET_R50, SMP_LAYOUT),
-    "unet_R_50_smp_layout_ds": (UNET_R50, SMP_LAYOUT + ["MODEL.SEM_SEG_HEAD.DEEP_SUPERVISION", "True"]),
-    "unet_R_50_smp_layout_ds_fan_in": (UNET_R50, SMP_LAYOUT + ["MODEL.SEM_SEG_HEAD.DEEP_SUPERVISION", "True",
-                                                               "MODEL.SEM_SEG_HEAD.CONV_INIT", "fan_in"]),
-    "unet_R_50_smp_layout_ds_smp_head": (UNET_R50, SMP_LAYOUT + ["MODEL.SEM_SEG_HEAD.DEEP_SUPERVISION", "True",
-                                                                 "MODEL.SEM_SEG_HEAD.PREDICTOR_KERNEL_SIZE", "3",
-                                                                 "MODEL.SEM_SEG_HEAD.PREDICTOR_INIT", "xavier"]),
-    "unet_R_50_smp_layout_ds_smp_init": (UNET_R50, SMP_LAYOUT + ["MODEL.SEM_SEG_HEAD.DEEP_SUPERVISION", "True",
-                                                                 "MODEL.SEM_SEG_HEAD.PREDICTOR_KERNEL_SIZE", "3",
-                                                                 "MODEL.SEM_SEG_HEAD.PREDICTOR_INIT", "xavier",
-                                                                 "MODEL.SEM_SEG_HEAD.CONV_INIT", "fan_in"]),
+    "unet_R_50_smp_layout_ds": (UNET_R50, SMP_DS),
+    "unet_R_50_smp_layout_ds_fan_in": (UNET_R50, SMP_DS + FAN_IN),
+    "unet_R_50_smp_layout_ds_smp_head": (UNET_R50, SMP_DS + SMP_HEAD),
+    "unet_R_50_smp_layout_ds_smp_init": (UNET_R50, SMP_DS + SMP_HEAD + FAN_IN),
     "unet_classic": (os.path.join(SHAPES, "unet_classic_c16_scratch_bs8_600it.yaml"), []),
     "semantic_fpn_R_50": (os.path.join(SHAPES, "semantic_fpn_R_50_scratch_bs8_600it.yaml"), []),
     "unet_auto": (UNET_R50, ["SEG_D2.AUTO_CONFIG.ENABLED", "True"]),

@@ -117,13 +117,13 @@ def batch(cfg, size, n, seed=0):
             for _ in range(n)]
 
 
-def init_gradients(runs):
-    for name, r in runs.items():
-        model = r["model"].train()
-        model.zero_grad(set_to_none=True)
-        losses = model(r["data"])
-        sum(v for k, v in losses.items() if "_aux" not in k).backward()
-        print(f"\n### {name}: main loss {sum(v.item() for k, v in losses.items() if '_aux' not in k):.4f}")
+def init_gradients(models, size, n):
+    for name, (model, cfg) in models.items():
+        model.train().zero_grad(set_to_none=True)
+        losses = model(batch(cfg, size, n))
+        main = sum(v for k, v in losses.items() if "_aux" not in k)
+        main.backward()
+        print(f"\n### {name}: main loss {main.item():.4f}")
         print("| stage | gradient norm |")
         print("|---|---|")
         for k, m in stages(model):
@@ -156,6 +156,8 @@ def main():
     if args.smp:
         torch.manual_seed(0)
         models["smp Unet(resnet50)"] = build(args.configs[0].partition("::")[0], args.opts, True, args.device)
+    if args.init_grads:  # no timers, no optimizer
+        return init_gradients(models, args.size, args.batch)
     runs = {}
     for name, (model, cfg) in models.items():
         named = stages(model)
@@ -164,8 +166,6 @@ def main():
                           data=batch(cfg, args.size, args.batch), train=[], infer=[], fwd=defaultdict(list),
                           bwd=defaultdict(list), inf=defaultdict(list),
                           params=sum(p.numel() for p in model.parameters()))
-    if args.init_grads:
-        return init_gradients(runs)
     for rnd in range(args.rounds + 1):  # round 0 warms up
         for name, r in runs.items():
             model, timer = r["model"], r["timer"]
