@@ -324,7 +324,8 @@ def main():
     paired_runs.main(__file__, parser, DATASETS, VARIANTS, train_one, time_inference, {
         "infer_s_per_img": float("nan"), "gflops_per_img": float("nan"), "infer_peak_cuda_bytes": None},
         "Semantic segmentation: seg_d2's U-Nets vs smp's Unet(resnet50), nnU-Net 2D and detectron2's SemanticFPN; "
-        "the shapes U-Net R-50 recipe for the detectron2-side models, nnU-Net's own plan", report)
+        "the shapes U-Net R-50 recipe for the detectron2-side models, nnU-Net's own plan", report,
+        needs=BUDGET_FROM)
 
 
 if __name__ == "__main__":

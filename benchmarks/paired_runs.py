@@ -148,16 +148,26 @@ def time_alternately(models, inputs, device, rounds, count):
 
 
 def run_pool(jobs, n_parallel, start):
-    """Run the (label, cmd, log, on_done) jobs, n_parallel at a time, in their order; on_done(returncode).
-    A failed job is reported with the end of its log; the others go on."""
+    """Run the (label, cmd, log, on_done[, ready]) jobs, n_parallel at a time, in their order; on_done(returncode).
+    A job with ``ready`` (a callable) waits until ready() is true (its prerequisite has finished: see run_paired),
+    and the next ready job takes its slot meanwhile. A failed job is reported with the end of its log; the others go
+    on; a job whose prerequisite can no longer finish (nothing runs, nothing is ready) fails unstarted."""
     queue, running, failed = jobs, [], []
     while queue or running:
-        while queue and len(running) < n_parallel:
-            label, cmd, log, on_done = queue.pop(0)
+        while len(running) < n_parallel:
+            job = queue.take_ready()
+            if job is None:
+                break
+            label, cmd, log, on_done = job[:4]
             os.makedirs(os.path.dirname(log), exist_ok=True)
             print(f"== [{time.time() - start:6.0f} s] start {label}", flush=True)
             f = open(log, "w")
             running.append((label, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), f, log, on_done))
+        if not running and queue:  # waiting on prerequisites that failed
+            for label, *_ in queue.drain():
+                print(f"== [{time.time() - start:6.0f} s] not started {label}: its prerequisite failed", flush=True)
+                failed.append(label)
+            break
         time.sleep(2)
         for job in list(running):
             label, proc, f, log, on_done = job
@@ -212,7 +222,7 @@ def required_run(run_dir, dataset, seed, variant, iters, needed_by):
     if rec is None or rec.get("iters") != iters:
         raise FileNotFoundError(f"{needed_by} needs {variant} on {dataset}, seed {seed}, {iters} iterations, which is "
                                 f"not in {results}: train it first (--datasets {dataset} --variants {variant} --seeds "
-                                f"{seed} --out {out}, or list it earlier in --variants)")
+                                f"{seed} --out {out}, or list both in --variants)")
     return {**rec, "weights": _weights_of(rec, out, dataset, seed, variant)}
 
 
@@ -265,11 +275,13 @@ def print_comparison(runs, get, paired, dataset, variants, seeds, args, baseline
     return stats
 
 
-def run_paired(args, datasets, variants, seeds, child_cmd, results_path, start, timed=True):
+def run_paired(args, datasets, variants, seeds, child_cmd, results_path, start, timed=True, needs=None):
     """Train every (dataset, seed, variant) that ``results_path`` lacks (for ``args.iters``), ``args.jobs``
     processes at a time: variants in groups of ``args.jobs`` (--variants order: the first with the next), one
     seed's group after the other, so that a compared pair trains side by side; once a seed's variants are all
-    trained, its inference timing job goes first. ``child_cmd("--_train", v, d, s)`` and
+    trained, its inference timing job goes first. ``needs``: {variant: the variant whose finished run of the same
+    dataset and seed it reads} (e.g. its time budget); a run waits for that one when it trains in this start too,
+    and the next run that can start takes its place meanwhile. ``child_cmd("--_train", v, d, s)`` and
     ``child_cmd("--_infer", "v1,v2", d, s)`` are the commands (no timing jobs unless ``timed``). Returns the names
     of failed jobs."""
     done = read_results(results_path)
@@ -279,27 +291,34 @@ def run_paired(args, datasets, variants, seeds, child_cmd, results_path, start, 
     todo = [(d, s, v) for d in datasets for g in groups for s in seeds for v in g
             if done.get(train_key(d, s, v), {}).get("iters") != args.iters]
     trained_left = {(d, s): sum(1 for t in todo if t[:2] == (d, s)) for d in datasets for s in seeds}
+    needs, trained_now = needs or {}, set()
     jobs, front = [], []
 
     def infer_job(d, s):
         return (f"inference timing {d} seed {s}", child_cmd("--_infer", ",".join(variants), d, str(s)),
                 os.path.join(args.out, d, str(s), "infer.log"), lambda rc: None)
 
-    def on_trained(d, s):
+    def on_trained(d, s, v):
         def done_cb(rc):
             trained_left[(d, s)] -= 1
+            if rc == 0:
+                trained_now.add((d, s, v))
             if timed and rc == 0 and trained_left[(d, s)] == 0:  # every variant of this seed trained: time them
                 front.append(infer_job(d, s))
         return done_cb
 
+    def waits_for(prerequisite):
+        return None if prerequisite not in todo else (lambda: prerequisite in trained_now)
+
     for d, s, v in todo:
         jobs.append((f"train {v} on {d}, seed {s}, {args.iters} iterations", child_cmd("--_train", v, d, str(s)),
-                     os.path.join(args.out, d, str(s), v, "train.log"), on_trained(d, s)))
+                     os.path.join(args.out, d, str(s), v, "train.log"), on_trained(d, s, v),
+                     waits_for((d, s, needs[v])) if v in needs else None))
     for d in datasets:  # trained earlier but never timed with this set of variants
         for s in seeds:
             if timed and trained_left[(d, s)] == 0 and infer_key(d, s) not in done:
                 jobs.append(infer_job(d, s))
-    failed = run_pool(_FrontQueue(jobs, front), args.jobs, start)
+    failed = run_pool(JobQueue(jobs, front), args.jobs, start)
     print(f"== benchmark wall time this start: {time.time() - start:.0f} s; failed: {failed or 'none'}", flush=True)
     return failed
 
@@ -319,18 +338,27 @@ def collect_figures(done, datasets, seeds, variants, iters, timing_defaults):
     return figures, missing
 
 
-class _FrontQueue(list):
-    """The job list for run_pool, with jobs that callbacks add (to ``front``) taken first."""
+class JobQueue:
+    """run_pool's jobs in their order, with the jobs that callbacks add to ``front`` taken first; a job whose
+    ``ready`` (its 5th element) says False is passed over until it says True."""
 
-    def __init__(self, jobs, front):
-        super().__init__(jobs)
-        self.front = front
+    def __init__(self, jobs, front=None):
+        self.jobs, self.front = list(jobs), front if front is not None else []
 
-    def pop(self, i=-1):
-        return self.front.pop(0) if self.front else super().pop(i)
+    def take_ready(self):
+        if self.front:
+            return self.front.pop(0)
+        for i, job in enumerate(self.jobs):
+            if len(job) < 5 or job[4] is None or job[4]():
+                return self.jobs.pop(i)
+        return None
+
+    def drain(self):
+        jobs, self.jobs, self.front = self.front + self.jobs, [], []
+        return jobs
 
     def __bool__(self):
-        return bool(self.front) or len(self) > 0
+        return bool(self.front) or bool(self.jobs)
 
 
 def argument_parser(description, datasets, variants, default_datasets, default_variants, default_out):
@@ -359,12 +387,13 @@ def argument_parser(description, datasets, variants, default_datasets, default_v
 
 
 def main(script, parser, datasets_known, variants_known, train_one, time_inference, timing_defaults, title, report,
-         forward=(), first=()):
+         forward=(), first=(), needs=None):
     """Parse; in a child, train or time and record; else run (or, --report-only, read) the benchmark, print
     ``title`` and ``report(figures, dataset, variants, seeds, args)`` for each dataset whose runs are all done.
     ``forward``: the script's own options (dests) handed on to the children, whose ``train_one`` gets ``args``
     (``os.environ["SEG_D2_BENCH_ARGS"]``, json) as well; ``time_inference`` None: nothing timed. ``first``: pseudo-
-    variants trained for every dataset and seed before the others, which need them (a generator), recorded alike."""
+    variants trained for every dataset and seed before the others, which need them (a generator), recorded alike;
+    ``needs``: {variant: the variant whose run of the same dataset and seed it needs} (see run_paired)."""
     args = parser.parse_args()
     os.environ["SEG_D2_BENCH_ARGS"] = json.dumps({k: getattr(args, k) for k in forward})
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO, "datasets"))
@@ -406,7 +435,8 @@ def main(script, parser, datasets_known, variants_known, train_one, time_inferen
     if not args.report_only:
         if first:
             run_paired(args, datasets, list(first), seeds, child_cmd, results_path, start, timed=False)
-        run_paired(args, datasets, variants, seeds, child_cmd, results_path, start, timed=time_inference is not None)
+        run_paired(args, datasets, variants, seeds, child_cmd, results_path, start, timed=time_inference is not None,
+                   needs=needs)
     done = read_results(results_path)
     figures, missing = collect_figures(done, datasets, seeds, variants, args.iters, timing_defaults)
     if missing:
