@@ -52,11 +52,11 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = {  # name -> nnU-Net id, images/labels folders (train, val), classes
-    "shapes": dict(id=501, name="Shapes", root=ROOT / "datasets/seg_d2_shapes",
+DATASETS = {  # name -> nnU-Net id, folder under $DETECTRON2_DATASETS, images/labels folders (train, val), classes
+    "shapes": dict(id=501, name="Shapes", root="seg_d2_shapes",
                    train=("images/train", "sem_seg/train"), val=("images/val", "sem_seg/val"),
                    classes=["background", "circle", "square", "triangle", "star"]),
-    "buildings": dict(id=502, name="RealBuildings", root=ROOT / "datasets/real_buildings",
+    "buildings": dict(id=502, name="RealBuildings", root="real_buildings",
                       train=("train", "train_semseg"), val=("val", "val_semseg"), classes=["background", "building"]),
 }
 IGNORE = 255
@@ -167,7 +167,10 @@ def spec(args) -> dict:
 
 
 def spec_of(dataset: str) -> dict:
+    """DATASETS[dataset], its root under $DETECTRON2_DATASETS (as seg_d2 and the benchmarks register it; default
+    datasets/ in this checkout), its nnU-Net folder name."""
     d = dict(DATASETS[dataset])
+    d["root"] = Path(os.environ.get("DETECTRON2_DATASETS", ROOT / "datasets")) / d["root"]
     d["folder"] = f"Dataset{d['id']:03d}_{d['name']}"
     return d
 
