@@ -117,7 +117,7 @@ def bench_models(iters, threads, datasets):
     # the shapes, overridden by bench_bmask's options of each dataset; both are resized to the same 320 px
     shapes_opts = ["DATASETS.TRAIN", "('seg_d2_shapes_train',)", "MODEL.ROI_HEADS.NUM_CLASSES", "4"]
     if "real_buildings" in datasets:
-        bench_bmask.prepare_real_buildings(bench_bmask.REAL_BUILDINGS_SCRIPT)
+        bench_bmask.prepare_real_buildings()
         bench_bmask.register_real_buildings()
     rows = []
     for (name, path), dataset in itertools.product(variants.items(), datasets):

@@ -71,6 +71,8 @@ SMP_LAYOUT = ["MODEL.SEM_SEG_HEAD.UPSAMPLE_MODE", "nearest", "MODEL.RESNET_UNET.
 SMP_DS = SMP_LAYOUT + ["MODEL.SEM_SEG_HEAD.DEEP_SUPERVISION", "True"]  # and nnU-Net's deep supervision
 SMP_HEAD = ["MODEL.SEM_SEG_HEAD.PREDICTOR_KERNEL_SIZE", "3", "MODEL.SEM_SEG_HEAD.PREDICTOR_INIT", "xavier"]  # its classifier
 FAN_IN = ["MODEL.SEM_SEG_HEAD.CONV_INIT", "fan_in"]  # smp's decoder init
+# FAST with an 8-channel full-resolution path: the s1 skip that smp lacks (seg_d2's edge on nuclei and brain MRI), narrow
+S1_8 = FAST[:2] + ["MODEL.RESNET_UNET.FULL_RES_CHANNELS", "8"] + FAST[4:]
 VARIANTS = {  # name -> (config, options on top of it)
     "unet_R_50": (UNET_R50, []),
     "smp": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"]),
@@ -80,6 +82,7 @@ VARIANTS = {  # name -> (config, options on top of it)
     "unet_R_50_smp_layout_ds_fan_in": (UNET_R50, SMP_DS + FAN_IN),
     "unet_R_50_smp_layout_ds_smp_head": (UNET_R50, SMP_DS + SMP_HEAD),
     "unet_R_50_smp_layout_ds_smp_init": (UNET_R50, SMP_DS + SMP_HEAD + FAN_IN),
+    "unet_R_50_s1_8_ds_smp_init": (UNET_R50, S1_8 + SMP_DS[-2:] + SMP_HEAD + FAN_IN),
     "unet_classic": (os.path.join(SHAPES, "unet_classic_c16_scratch_bs8_600it.yaml"), []),
     "semantic_fpn_R_50": (os.path.join(SHAPES, "semantic_fpn_R_50_scratch_bs8_600it.yaml"), []),
     "unet_auto": (UNET_R50, ["SEG_D2.AUTO_CONFIG.ENABLED", "True"]),

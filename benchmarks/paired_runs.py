@@ -15,16 +15,29 @@ import time
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REAL_BUILDINGS_SCRIPT = os.path.join(os.path.dirname(REPO), "shared", "data", "make_real_buildings.py")
+
+
+def real_buildings_script():
+    """The team's shared/data/make_real_buildings.py: under $SEG_D2_SHARED (benchmarks/pending.sh sets it, since it
+    runs from a snapshot of the checkout under bench_out/), else beside the checkout."""
+    shared = os.environ.get("SEG_D2_SHARED") or os.path.join(os.path.dirname(REPO), "shared")
+    return os.path.join(shared, "data", "make_real_buildings.py")
 
 
 def real_buildings_root():
     return os.path.join(os.environ["DETECTRON2_DATASETS"], "real_buildings")
 
 
-def prepare_real_buildings(script):
+def prepare_real_buildings(script=None):
+    """Builds the real buildings set under $DETECTRON2_DATASETS with ``script`` (default real_buildings_script())
+    unless it is there; a missing script is an error that says where it was looked for, before any run starts."""
     root = real_buildings_root()
     if not all(os.path.isfile(os.path.join(root, f"{s}.json")) for s in ("train", "val")):
+        script = script or real_buildings_script()
+        if not os.path.isfile(script):
+            raise FileNotFoundError(f"the real buildings set is not in {root}, and the script that builds it is not at "
+                                    f"{script}: set SEG_D2_SHARED to the team's shared folder, or pass "
+                                    f"--real-buildings-script PATH")
         print(f"== building the real buildings set: {script} {root}", flush=True)
         subprocess.run([sys.executable, script, root], check=True)
 
@@ -380,7 +393,8 @@ def argument_parser(description, datasets, variants, default_datasets, default_v
                         help="folder for checkpoints, logs and results.jsonl (finished runs there are skipped)")
     parser.add_argument("--json", default=None, help="also write every run's figures to this json file")
     parser.add_argument("--report-only", action="store_true", help="train nothing: print the tables of the runs in --out")
-    parser.add_argument("--real-buildings-script", default=REAL_BUILDINGS_SCRIPT)
+    parser.add_argument("--real-buildings-script", default=None,
+                        help="shared/data/make_real_buildings.py (default: under $SEG_D2_SHARED, else beside the checkout)")
     parser.add_argument("--_train", nargs=3, default=None, help=argparse.SUPPRESS)  # child: variant dataset seed
     parser.add_argument("--_infer", nargs=3, default=None, help=argparse.SUPPRESS)  # child: variants dataset seed
     return parser

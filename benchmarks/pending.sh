@@ -19,7 +19,8 @@ SNAP="$OUT/snapshot-$(git -C "$ROOT" rev-parse --short HEAD)"
 if [ ! -d "$SNAP" ]; then
   mkdir -p "$SNAP.tmp" && git -C "$ROOT" archive HEAD | tar x -C "$SNAP.tmp" && mv "$SNAP.tmp" "$SNAP"
 fi
-export PYTHONPATH="$SNAP" OMP_NUM_THREADS=1 DETECTRON2_DATASETS="${DETECTRON2_DATASETS:-$ROOT/datasets}"
+export PYTHONPATH="$SNAP" OMP_NUM_THREADS=1 DETECTRON2_DATASETS="${DETECTRON2_DATASETS:-$ROOT/datasets}" \
+  SEG_D2_SHARED="${SEG_D2_SHARED:-$ROOT/../shared}"  # the snapshot has no shared/ beside it
 
 # run NAME SCRIPT ARGS...: SCRIPT with --out OUT/NAME, its results kept in benchmarks/results/NAME_pending.jsonl
 run() {
@@ -37,6 +38,8 @@ run() {
 run semseg bench_semseg.py --datasets real_buildings --seeds 0,1,2 --variants smp,unet_R_50,unet_auto,nnunet
 # Issue 25, item 1 on the shapes: smp's equal on the buildings (smp's layout, deep supervision, smp's init) beside smp.
 run semseg bench_semseg.py --datasets shapes --seeds 0,1,2 --variants smp,unet_R_50_smp_layout_ds_smp_init
+# Issue 25, item 1: what smp lacks, at about its cost: an 8-channel full-resolution skip on that recipe.
+run semseg bench_semseg.py --datasets real_buildings,shapes --seeds 0,1,2 --variants smp,unet_R_50_s1_8_ds_smp_init
 # Issue 25, item 2: the 16-bit scan example, the README's typed normalisation against the auto-configured config.
 run semseg bench_semseg.py --datasets scans16 --seeds 0,1,2 --variants unet_classic_gray,unet_classic_gray_auto
 # Issue 21: the shapes curves rose to the end of 600 iterations: 1200 for all variants alike, 3 seeds.

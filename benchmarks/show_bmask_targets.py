@@ -52,7 +52,7 @@ def main():
     args = parser.parse_args()
     os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(bench_bmask.REPO, "datasets"))
     if args.dataset == "real_buildings":
-        bench_bmask.prepare_real_buildings(bench_bmask.REAL_BUILDINGS_SCRIPT)
+        bench_bmask.prepare_real_buildings()
     import seg_d2  # noqa: F401
     from detectron2.data import DatasetCatalog
     from detectron2.data import detection_utils as utils
