@@ -7,14 +7,16 @@
 #   nohup bash benchmarks/pending.sh > bench_out/pending.log 2>&1 &
 #
 # Runs from a snapshot of HEAD (so that editing the checkout does not change runs in progress), single-thread
-# processes two at a time. OUT defaults to bench_out/ in the checkout; needs the README's set-up (.venv) and
-# requirements/bench.txt (installed here if missing).
+# processes two at a time. OUT defaults to bench_out/ in the checkout; needs the README's set-up (.venv),
+# requirements/bench.txt and nnU-Net's venv (benchmarks/setup_nnunet_env.sh), both installed here if missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${OUT:-$ROOT/bench_out}"
 PY="${SEG_D2_VENV:-$ROOT/.venv}/bin/python"
 "$PY" -c "import segmentation_models_pytorch" 2>/dev/null ||
   "$PY" -m pip install -q -c "$ROOT/requirements/base.txt" -r "$ROOT/requirements/bench.txt"
+NNUNET_PY="${NNUNET_PYTHON:-/work/nnunet-venv/bin/python}"  # nnU-Net's own venv (benchmarks/nnunet_peer.py's default)
+[ -x "$NNUNET_PY" ] || bash "$ROOT/benchmarks/setup_nnunet_env.sh" "$(dirname "$(dirname "$NNUNET_PY")")"
 SNAP="$OUT/snapshot-$(git -C "$ROOT" rev-parse --short HEAD)"
 if [ ! -d "$SNAP" ]; then
   mkdir -p "$SNAP.tmp" && git -C "$ROOT" archive HEAD | tar x -C "$SNAP.tmp" && mv "$SNAP.tmp" "$SNAP"
