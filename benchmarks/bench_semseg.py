@@ -207,7 +207,7 @@ def train_one(variant, dataset, seed, iters, eval_at, device, out_dir):
         record = {"plan": plan["applied"], "budget_s": budget, "planned_iters": cfg.SOLVER.MAX_ITER}
     cfg.freeze()
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "config.yaml"), "w") as f:  # what time_inference rebuilds unet_auto from
+    with open(os.path.join(out_dir, "config.yaml"), "w") as f:  # the run's whole config, for reading
         f.write(cfg.dump())
     res = train_and_record(Trainer, cfg, cfg.SOLVER.MAX_ITER, eval_at, device, summarize)
     if variant in AUTO:  # its curve's points are at its own iterations: keep the final one under --iters too
@@ -272,20 +272,22 @@ def time_inference(variants, dataset, seed, weights, device, rounds):
     from detectron2.utils.analysis import FlopCountAnalysis
 
     register(dataset)
-    models, inputs, timed_elsewhere = {}, None, {}
+    models, inputs, timed_elsewhere, initialised = {}, None, {}, set()
     for name in variants:
         if name == "nnunet":  # its predictor's time, recorded by train_nnunet
-            with open(weights[name]) as f:
-                timed_elsewhere[name] = {**json.load(f), "gflops_per_img": float("nan"), "infer_peak_cuda_bytes": None}
+            infer = {"infer_s_per_img": training_record(name, dataset, seed, weights[name])["infer_s_per_img"]}
+            timed_elsewhere[name] = {**infer, "gflops_per_img": float("nan"), "infer_peak_cuda_bytes": None}
             continue
-        cfg = setup_cfg(name, dataset, device, seed)
-        if name in AUTO:  # the normalisation and sizes its run planned
-            cfg.merge_from_file(os.path.join(os.path.dirname(weights[name]), "config.yaml"))
+        cfg = run_config(name, dataset, device, seed, weights[name])
         models[name] = build_model(cfg).eval()
-        DetectionCheckpointer(models[name]).load(weights[name])
+        if os.path.isfile(weights[name]):
+            DetectionCheckpointer(models[name]).load(weights[name])
+        else:  # trained on another machine (weights are not kept): a dense model's time does not depend on its weights
+            print(f"== {name}: {weights[name]} is not on this machine: timed as initialised", flush=True)
+            initialised.add(name)
         if inputs is None:
             inputs = list(build_detection_test_loader(cfg, cfg.DATASETS.TEST[0]))
-    timed = time_alternately(models, inputs, device, rounds, lambda out: 0)
+    timed = time_alternately(models, inputs, device, rounds, lambda out: 0) if models else {}
     for name, model in models.items():
         flops = {}
         for x in inputs:
@@ -297,7 +299,28 @@ def time_inference(variants, dataset, seed, weights, device, rounds):
                 flops[size] = fca.total()
         timed[name]["gflops_per_img"] = sum(flops[tuple(x[0]["image"].shape[-2:])] for x in inputs) / len(inputs) / 1e9
         timed[name].pop("count_per_img")
+        timed[name]["timed_weights"] = "initialised" if name in initialised else "trained"
     return {**timed, **timed_elsewhere}
+
+
+def run_config(variant, dataset, device, seed, weights):
+    """The config the run whose weights are ``weights`` trained with: the variant's, and for AUTO the plan (the
+    normalisation and sizes) that its training record keeps."""
+    cfg = setup_cfg(variant, dataset, device, seed)
+    if variant in AUTO:
+        plan = training_record(variant, dataset, seed, weights)["plan"]
+        cfg.merge_from_list([x for key, value in plan.items() for x in (key, value)])
+    return cfg
+
+
+def training_record(variant, dataset, seed, weights):
+    """The training record of the run whose weights are ``weights`` (OUT/dataset/seed/variant/...), from OUT's
+    results.jsonl: what time_inference needs of a run trained on another machine, whose files are gone."""
+    results = os.path.join(paired_runs.bench_out_of(os.path.dirname(weights)), "results.jsonl")
+    rec = paired_runs.read_results(results).get(("train", dataset, seed, variant))
+    if rec is None:
+        raise FileNotFoundError(f"no training record of {variant} on {dataset}, seed {seed} in {results}")
+    return rec
 
 
 def report(figures, dataset, variants, seeds, args):
