@@ -248,7 +248,7 @@ def train_nnunet(dataset, budget, out, out_dir):
                                                         pred=Path(out_dir).resolve() / "predictions"))
     n_val = len(list((d["root"] / d["val"][0]).glob("*.png")))
     infer = {"infer_s_per_img": json.loads((pred / "peer_predict_time.json").read_text())["wall_s"] / max(1, n_val)}
-    with open(os.path.join(out_dir, "infer.json"), "w") as f:  # time_inference's figure for nnunet
+    with open(os.path.join(out_dir, "infer.json"), "w") as f:  # kept beside the run; time_inference reads the record
         json.dump(infer, f)
     res = nnunet_peer.score(d, pred, Path(out_dir) / "scores.json")
     timing = rec.get("peer_timing", {})
