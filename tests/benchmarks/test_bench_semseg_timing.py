@@ -4,14 +4,10 @@ of the real buildings failed on this session's fresh machine: "Checkpoint .../re
 not found!". Now a run without weights is timed as initialised (and says so), unet_auto is rebuilt from the plan its
 record keeps, and nnU-Net's time comes from its record."""
 import json
-import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "benchmarks"))
-import bench_semseg  # noqa: E402  (benchmarks/ is not a package)
+import bench_semseg  # benchmarks/, on the path by conftest.py
 
 PLAN = {"MODEL.PIXEL_MEAN": [81.152, 81.152, 81.152], "MODEL.PIXEL_STD": [60.206, 60.206, 60.206],
         "INPUT.MIN_SIZE_TRAIN": [150], "INPUT.MAX_SIZE_TRAIN": 150, "INPUT.MIN_SIZE_TEST": 150,

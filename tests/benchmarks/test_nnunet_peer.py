@@ -1,13 +1,9 @@
 """benchmarks/nnunet_peer.py finds the datasets where seg_d2 and the benchmarks register them: under
 $DETECTRON2_DATASETS. It used the checkout's datasets/ folder, so bench_semseg's nnunet run from a snapshot of the
 checkout (benchmarks/pending.sh) failed with "no images in <snapshot>/datasets/real_buildings/train"."""
-import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "benchmarks"))
-import nnunet_peer  # noqa: E402  (benchmarks/ is not a package)
+import nnunet_peer  # benchmarks/, on the path by conftest.py
 
 
 def test_dataset_roots_follow_detectron2_datasets(tmp_path, monkeypatch):

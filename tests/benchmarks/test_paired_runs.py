@@ -4,12 +4,9 @@ processes busy meanwhile. Before `needs`, `--variants unet_R_50,unet_auto` start
 unet_auto failed at once for want of unet_R_50's record."""
 import argparse
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "benchmarks"))
-import paired_runs  # noqa: E402  (benchmarks/ is not a package)
+import paired_runs  # benchmarks/, on the path by conftest.py
 
 # A stand-in for a benchmark's child: logs its start and end times; "base" trains (sleeps) and records itself,
 # fails when told to; "dependent" fails unless base's record of the same dataset and seed is there, as

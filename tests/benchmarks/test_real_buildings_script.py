@@ -3,13 +3,10 @@ looked for it only beside the checkout, so benchmarks/pending.sh, which runs fro
 on a fresh machine with "can't open file '<checkout>/bench_out/shared/data/make_real_buildings.py'". Now
 $SEG_D2_SHARED names the shared folder (pending.sh sets it), and a missing script is a clear error before any run."""
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "benchmarks"))
-import paired_runs  # noqa: E402  (benchmarks/ is not a package)
+import paired_runs  # benchmarks/, on the path by conftest.py
 
 # A stand-in for make_real_buildings.py: writes the two COCO files the benchmarks check for, under its argument.
 MAKER = r"""
