@@ -152,13 +152,19 @@ def _restore_python_warnings():
 
 def pytest_collection_modifyitems(config, items):
     """Cross-stack tests (tests/test_cross_stack.py) compare this detectron2 with the one that
-    SEG_D2_OTHER_PYTHON runs; without it they are deselected, and the summary says so."""
-    if os.environ.get("SEG_D2_OTHER_PYTHON"):
-        return
-    dropped = [item for item in items if item.get_closest_marker("cross_stack")]
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-        items[:] = [item for item in items if not item.get_closest_marker("cross_stack")]
+    SEG_D2_OTHER_PYTHON runs; without it they are deselected, and the summary says so.
+
+    Then the files that hold a ``long`` test go first, in collection order (a stable sort keeps each file's
+    tests together): tools/test.sh hands whole files to the xdist workers in this order
+    (``--no-loadscope-reorder``), and a two-minute file handed out last would leave one worker running it
+    alone at the end."""
+    if not os.environ.get("SEG_D2_OTHER_PYTHON"):
+        dropped = [item for item in items if item.get_closest_marker("cross_stack")]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [item for item in items if not item.get_closest_marker("cross_stack")]
+    long_files = {item.path for item in items if item.get_closest_marker("long")}
+    items.sort(key=lambda item: item.path not in long_files)
 
 
 def pytest_terminal_summary(terminalreporter, config):

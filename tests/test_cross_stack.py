@@ -40,6 +40,7 @@ def eval_only(python, config, weights, out_dir, opts):
     return copypaste(res.stdout + res.stderr)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("config, train_opts, eval_opts, tasks", [
     (BMASK_MS, [*INSTANT, "SOLVER.MAX_ITER", "60", "SEED", "1"], INSTANT, 3),  # bbox, segm (by mask scores), boundary
     (SEMANTIC, [*SEMANTIC_OPTS, "SOLVER.MAX_ITER", "40", "SEED", "1"], SEMANTIC_OPTS, 1),

@@ -96,6 +96,7 @@ def final_metrics(out_dir):
     return lines[-1]
 
 
+@pytest.mark.long
 def test_use_your_own_data_commands_run_as_written(user_folder):
     text = section("Use your own data")
     script = "\n".join(code_blocks(text, "bash"))

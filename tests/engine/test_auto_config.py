@@ -99,6 +99,7 @@ def test_explicit_keys_are_the_file_itself_and_the_options(tmp_path):
     assert keys == {"INPUT.MIN_SIZE_TEST", "SOLVER.MAX_ITER", "MODEL.PIXEL_STD"}  # not the base's PIXEL_MEAN
 
 
+@pytest.mark.long
 def test_train_net_auto_config_plans_logs_and_keeps_explicit_values(scans, tmp_path):
     from tests.conftest import run_tool
 

@@ -43,6 +43,7 @@ def _groups_alive_at_exit(tmp_path, which):
     return sorted((p.name, p.read_text()) for p in out.iterdir())
 
 
+@pytest.mark.long
 def test_workers_exit_without_a_live_process_group(tmp_path):
     assert _groups_alive_at_exit(tmp_path, "seg_d2") == [("rank0", "False"), ("rank1", "False")]
     # the cause of the abort, in detectron2's own launch (v0.6 and main alike)

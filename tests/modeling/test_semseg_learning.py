@@ -199,6 +199,7 @@ QUICKSTART = REPO / "configs" / "Shapes-SemanticSegmentation" / "unet_classic_c1
 QUICKSTART_BAR = 55.0  # seeds 0-2 reach 63.7-67.6 mIoU; the README states the quick start's own run
 
 
+@pytest.mark.long
 def test_quickstart_recipe_learns_through_train_net(tmp_path):
     """The README quick start's recipe, exactly as tools/train_net.py trains it (its Trainer, the
     config unchanged but for OUTPUT_DIR), scored by detectron2's own SemSegEvaluator on the 40

@@ -11,6 +11,8 @@ from tests.conftest import REPO, provisioned_only, run_tool
 sys.path.insert(0, str(REPO / "tools"))
 from detectron2_patches import PATCHES, Patch, PatchError, apply_patches  # noqa: E402
 
+pytestmark = pytest.mark.long  # installer runs on small test sources: about 50 s in all
+
 INSTALLER = REPO / "tools" / "install_detectron2.py"
 
 

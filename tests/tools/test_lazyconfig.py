@@ -57,6 +57,8 @@ def test_twin_builds_the_same_model(name):
     losses (same seed: same RoI sampling) on the same input."""
     from detectron2.utils.events import EventStorage
 
+    torch.manual_seed(0)  # the random init, whatever ran before in this process (a model that detects nothing
+    # compares nothing); then both models hold the same weights
     yaml_model = _yaml_model(REPO / f"{TWINS[name]}.yaml")
     lazy_model = _lazy_model(REPO / f"{TWINS[name]}.py")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731

@@ -120,6 +120,7 @@ def test_kill_9_while_saving_then_resume_continues_exactly(tmp_path):
     assert not list(out.glob(".*.tmp*")), "the half-written file of the killed save is removed on --resume"
 
 
+@pytest.mark.long
 def test_two_cpu_processes(tmp_path):
     train(tmp_path, "SOLVER.MAX_ITER", "6", flags=["--num-gpus", "2"], env={"CUDA_VISIBLE_DEVICES": ""})
     log = (tmp_path / "log.txt").read_text()

@@ -12,6 +12,8 @@ import pytest
 from seg_d2.data.datasets.cityscapes_fixture import generate_cityscapes_fixture
 from tests.conftest import REPO, run_tool
 
+pytestmark = pytest.mark.long  # five train_net runs: about 65 s in all
+
 TRAIN_NET = REPO / "tools" / "train_net.py"
 CONFIGS = REPO / "configs"
 INSTANT = ["MODEL.WEIGHTS", "", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4", "SOLVER.WARMUP_ITERS", "2",

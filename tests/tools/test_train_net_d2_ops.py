@@ -66,6 +66,7 @@ def test_dconv_mask_rcnn_from_model_zoo(tmp_path):
     assert "ModulatedDeformConv" not in log  # DEFORM_MODULATED: False
 
 
+@pytest.mark.long
 def test_rotated_faster_rcnn(tmp_path):
     # an untrained model's many rotated proposals make NMS and rotated-box evaluation the slow part
     train(ROTATED, tmp_path, "SOLVER.MAX_ITER", "5", "DATASETS.TEST", '("seg_d2_shapes_rotated_val_mini",)', "MODEL.RPN.PRE_NMS_TOPK_TEST", "200",

@@ -49,6 +49,7 @@ def test_every_panoptic_config_trains_and_evaluates(config, train_net, tmp_path)
     assert (tmp_path / "model_final.pth").is_file()
 
 
+@pytest.mark.long
 def test_unet_panoptic_learns_the_stuff_in_a_fixed_budget(train_net, tmp_path):
     """The U-Net PanopticFPN (also this config family's instant run): 80 iterations from random weights take the
     stuff's PQ from about 10 (after 1 iteration) to above 40: 53.8-72.9 measured over seeds 0-3 on detectron2 v0.6
