@@ -9,6 +9,9 @@
 # Runs from a snapshot of HEAD (so that editing the checkout does not change runs in progress), single-thread
 # processes two at a time. OUT defaults to bench_out/ in the checkout; needs the README's set-up (.venv),
 # requirements/bench.txt and nnU-Net's venv (benchmarks/setup_nnunet_env.sh), both installed here if missing.
+# The whole script is one block, read before it starts: bash reads a script as it goes, so an edit of this file
+# while it runs (hours) would otherwise take effect mid-way, at a shifted byte offset.
+{
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${OUT:-$ROOT/bench_out}"
@@ -53,3 +56,5 @@ run semseg bench_semseg.py --datasets shapes --seeds 0,1,2 --variants smp,unet_R
 run semseg bench_semseg.py --datasets real_buildings,shapes --seeds 0,1,2 \
   --variants smp,unet_R_50_smp_layout_ds,unet_R_50_smp_layout,unet_R_50_fast,unet_classic,semantic_fpn_R_50
 echo "== $(date -u +%FT%TZ) done"
+exit
+}
