@@ -21,6 +21,9 @@ mBoundaryIoU) at --eval-at fractions of training and at the end. Variants:
   ~1/40 of the gradient back to every layer at the start (smp fit the buildings' training set faster);
 - unet_R_50_smp_layout_ds_smp_init: the same with the decoder convs in fan_in mode as well: smp's initialisation
   throughout, so that each stage's gradient at init is smp's (benchmarks/profile_unet.py --init-grads);
+- unet_R_50_smp_cost_auto / smp_auto: that recipe, and smp, configured from the data (as unet_auto), trained for
+  the time unet_R_50_smp_layout_ds_smp_init took: seg_d2 at smp's cost with its planner against smp as typed, and
+  smp with the same plan (how much of a difference is the plan's);
 - unet_classic: the classic U-Net (Ronneberger et al. 2015), 16 base channels;
 - smp: segmentation_models_pytorch's Unet(resnet50) (benchmarks/smp_peer.py), same data, loss and trainer;
 - semantic_fpn_R_50: detectron2's SemanticFPN (SemSegFPNHead);
@@ -73,6 +76,8 @@ SMP_HEAD = ["MODEL.SEM_SEG_HEAD.PREDICTOR_KERNEL_SIZE", "3", "MODEL.SEM_SEG_HEAD
 FAN_IN = ["MODEL.SEM_SEG_HEAD.CONV_INIT", "fan_in"]  # smp's decoder init
 # FAST with an 8-channel full-resolution path: the s1 skip that smp lacks (seg_d2's edge on nuclei and brain MRI), narrow
 S1_8 = FAST[:2] + ["MODEL.RESNET_UNET.FULL_RES_CHANNELS", "8"] + FAST[4:]
+SMP_COST = SMP_DS + SMP_HEAD + FAN_IN  # smp's equal at smp's cost on the buildings (README, issue 25)
+AUTO_ON = ["SEG_D2.AUTO_CONFIG.ENABLED", "True"]
 VARIANTS = {  # name -> (config, options on top of it)
     "unet_R_50": (UNET_R50, []),
     "smp": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"]),
@@ -81,19 +86,25 @@ VARIANTS = {  # name -> (config, options on top of it)
     "unet_R_50_smp_layout_ds": (UNET_R50, SMP_DS),
     "unet_R_50_smp_layout_ds_fan_in": (UNET_R50, SMP_DS + FAN_IN),
     "unet_R_50_smp_layout_ds_smp_head": (UNET_R50, SMP_DS + SMP_HEAD),
-    "unet_R_50_smp_layout_ds_smp_init": (UNET_R50, SMP_DS + SMP_HEAD + FAN_IN),
+    "unet_R_50_smp_layout_ds_smp_init": (UNET_R50, SMP_COST),
+    # that recipe configured from the data, and smp configured by the same planner (what the plan alone brings)
+    "unet_R_50_smp_cost_auto": (UNET_R50, SMP_COST + AUTO_ON),
+    "smp_auto": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"] + AUTO_ON),
     "unet_R_50_s1_8_ds_smp_init": (UNET_R50, S1_8 + SMP_DS[-2:] + SMP_HEAD + FAN_IN),
     "unet_classic": (os.path.join(SHAPES, "unet_classic_c16_scratch_bs8_600it.yaml"), []),
     "semantic_fpn_R_50": (os.path.join(SHAPES, "semantic_fpn_R_50_scratch_bs8_600it.yaml"), []),
-    "unet_auto": (UNET_R50, ["SEG_D2.AUTO_CONFIG.ENABLED", "True"]),
+    "unet_auto": (UNET_R50, AUTO_ON),
     "unet_classic_gray": (os.path.join(OWN, "unet_classic_gray_scratch_bs8_6k.yaml"),
                           ["MODEL.PIXEL_MEAN", "[128.0]", "MODEL.PIXEL_STD", "[64.0]"]),  # as the README types them
     "unet_classic_gray_auto": (os.path.join(OWN, "unet_classic_gray_auto_bs8_6k.yaml"), []),
     "nnunet": (None, []),
 }
-AUTO = ("unet_auto", "unet_classic_gray_auto")  # configured from the data (SEG_D2.AUTO_CONFIG)
+AUTO = ("unet_auto", "unet_classic_gray_auto", "unet_R_50_smp_cost_auto", "smp_auto")  # SEG_D2.AUTO_CONFIG
 BUDGET_FROM = {"unet_auto": "unet_R_50", "nnunet": "unet_R_50",  # trained for the time that variant's training took
-               "unet_classic_gray_auto": "unet_classic_gray"}
+               "unet_classic_gray_auto": "unet_classic_gray",
+               # 0.92-1.02x smp's training time (smp's own runs of seeds 1-2 were slowed by other load)
+               "unet_R_50_smp_cost_auto": "unet_R_50_smp_layout_ds_smp_init",
+               "smp_auto": "unet_R_50_smp_layout_ds_smp_init"}
 BASELINE = "smp"
 DATASETS = {  # name -> (the data: every variant; the recipe's sizes: every variant but AUTO's, which plan them)
     "shapes": ([], []),

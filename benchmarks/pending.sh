@@ -46,10 +46,16 @@ run semseg bench_semseg.py --datasets real_buildings --seeds 0,1 --variants smp,
 # trained for the time the first took), the recipe at the tiles' 150 px as on the buildings (bench_semseg.py): at 100
 # iterations with its 256-512 px scale augmentation (11.1 s/iter) neither predicted a building pixel (2026-12-07).
 run semseg bench_semseg.py --datasets scans16 --seeds 0,1,2 --variants unet_classic_gray,unet_classic_gray_auto
-# Issue 25, seed 2 on the buildings (after the scans, which have no result yet).
+# Issue 25, item 1: smp's equal at smp's cost (unet_R_50_smp_layout_ds_smp_init, -0.31 mIoU of smp's mean) configured
+# from the data, against smp as typed and smp with the same plan (both trained for the time the first took).
+run semseg bench_semseg.py --datasets real_buildings --seeds 0,1,2 \
+  --variants smp,unet_R_50_smp_layout_ds_smp_init,unet_R_50_smp_cost_auto,smp_auto
+# Issue 25, seed 2 on the buildings.
 run semseg bench_semseg.py --datasets real_buildings --seeds 0,1,2 --variants smp,unet_R_50,unet_auto,nnunet
-# Issue 25, item 1 on the shapes: smp's equal on the buildings (smp's layout, deep supervision, smp's init) beside smp.
-run semseg bench_semseg.py --datasets shapes --seeds 0,1,2 --variants smp,unet_R_50_smp_layout_ds_smp_init
+# Issue 25, item 1 on the shapes: smp's equal on the buildings (smp's layout, deep supervision, smp's init) beside smp,
+# then both configured from the data.
+run semseg bench_semseg.py --datasets shapes --seeds 0,1,2 \
+  --variants smp,unet_R_50_smp_layout_ds_smp_init,unet_R_50_smp_cost_auto,smp_auto
 # Issue 25, item 1: what smp lacks, at about its cost: an 8-channel full-resolution skip on that recipe.
 run semseg bench_semseg.py --datasets real_buildings,shapes --seeds 0,1,2 --variants smp,unet_R_50_s1_8_ds_smp_init
 # Issue 25: the shapes peers, and the other levers and baselines on both sets.
