@@ -343,6 +343,8 @@ def report(figures, dataset, variants, seeds, args):
     get = {label: (lambda k: lambda f: f["results"].get("sem_seg", {}).get(k, nan))(key) for label, key in FIGURES}
     get.update({
         "train s/iter": lambda f: f["train_s_per_iter"], "batch": lambda f: f.get("batch") or nan,
+        # the planned variants' batch is not the recipe's: their cost per training image is what compares
+        "train s/img": lambda f: f["train_s_per_iter"] / (f.get("batch") or nan),
         "inference s/img": lambda f: f.get("infer_s_per_img", nan),
         "GFLOPs/img": lambda f: f.get("gflops_per_img", nan),
         "params (M)": lambda f: (f.get("params") or nan) / 1e6,
