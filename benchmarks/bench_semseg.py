@@ -21,6 +21,8 @@ mBoundaryIoU) at --eval-at fractions of training and at the end. Variants:
   ~1/40 of the gradient back to every layer at the start (smp fit the buildings' training set faster);
 - unet_R_50_smp_layout_ds_smp_init: the same with the decoder convs in fan_in mode as well: smp's initialisation
   throughout, so that each stage's gradient at init is smp's (benchmarks/profile_unet.py --init-grads);
+- unet_auto_nnunet_batch / unet_classic_gray_auto_nnunet_batch: the same plans with nnU-Net's batch cap
+  (SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE 0.05): a batch of 2 on the 18 training tiles, so many more steps;
 - unet_R_50_smp_cost_auto / smp_auto: that recipe, and smp, configured from the data (as unet_auto), trained for
   the time unet_R_50_smp_layout_ds_smp_init took: seg_d2 at smp's cost with its planner against smp as typed, and
   smp with the same plan (how much of a difference is the plan's);
@@ -78,6 +80,7 @@ FAN_IN = ["MODEL.SEM_SEG_HEAD.CONV_INIT", "fan_in"]  # smp's decoder init
 S1_8 = FAST[:2] + ["MODEL.RESNET_UNET.FULL_RES_CHANNELS", "8"] + FAST[4:]
 SMP_COST = SMP_DS + SMP_HEAD + FAN_IN  # smp's equal at smp's cost on the buildings (README, issue 25)
 AUTO_ON = ["SEG_D2.AUTO_CONFIG.ENABLED", "True"]
+NNUNET_BATCH = ["SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE", "0.05"]  # nnU-Net's batch cap: 2 on the 18 tiles
 VARIANTS = {  # name -> (config, options on top of it)
     "unet_R_50": (UNET_R50, []),
     "smp": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"]),
@@ -94,14 +97,18 @@ VARIANTS = {  # name -> (config, options on top of it)
     "unet_classic": (os.path.join(SHAPES, "unet_classic_c16_scratch_bs8_600it.yaml"), []),
     "semantic_fpn_R_50": (os.path.join(SHAPES, "semantic_fpn_R_50_scratch_bs8_600it.yaml"), []),
     "unet_auto": (UNET_R50, AUTO_ON),
+    "unet_auto_nnunet_batch": (UNET_R50, AUTO_ON + NNUNET_BATCH),
     "unet_classic_gray": (os.path.join(OWN, "unet_classic_gray_scratch_bs8_6k.yaml"),
                           ["MODEL.PIXEL_MEAN", "[128.0]", "MODEL.PIXEL_STD", "[64.0]"]),  # as the README types them
     "unet_classic_gray_auto": (os.path.join(OWN, "unet_classic_gray_auto_bs8_6k.yaml"), []),
+    "unet_classic_gray_auto_nnunet_batch": (os.path.join(OWN, "unet_classic_gray_auto_bs8_6k.yaml"), NNUNET_BATCH),
     "nnunet": (None, []),
 }
-AUTO = ("unet_auto", "unet_classic_gray_auto", "unet_R_50_smp_cost_auto", "smp_auto")  # SEG_D2.AUTO_CONFIG
+AUTO = ("unet_auto", "unet_auto_nnunet_batch", "unet_classic_gray_auto", "unet_classic_gray_auto_nnunet_batch",
+        "unet_R_50_smp_cost_auto", "smp_auto")  # configured from the data (SEG_D2.AUTO_CONFIG)
 BUDGET_FROM = {"unet_auto": "unet_R_50", "nnunet": "unet_R_50",  # trained for the time that variant's training took
-               "unet_classic_gray_auto": "unet_classic_gray",
+               "unet_auto_nnunet_batch": "unet_R_50", "unet_classic_gray_auto": "unet_classic_gray",
+               "unet_classic_gray_auto_nnunet_batch": "unet_classic_gray",
                # 0.92-1.02x smp's training time (smp's own runs of seeds 1-2 were slowed by other load)
                "unet_R_50_smp_cost_auto": "unet_R_50_smp_layout_ds_smp_init",
                "smp_auto": "unet_R_50_smp_layout_ds_smp_init"}

@@ -81,6 +81,7 @@ def add_seg_d2_config(cfg):
     cfg.SEG_D2.AUTO_CONFIG.BUDGET_MINUTES = 0.0  # > 0: SOLVER.MAX_ITER for this training time, from a measured s/iter
     cfg.SEG_D2.AUTO_CONFIG.MAX_IMAGES = 200  # training images read for the fingerprint (a seeded sample of more)
     cfg.SEG_D2.AUTO_CONFIG.CLASS_WEIGHTS = False  # also set MODEL.SEM_SEG_HEAD.CLASS_WEIGHTS from class frequencies
+    cfg.SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE = 0.0  # > 0: a batch holds at most this share of the training pixels (nnU-Net: 0.05)
 
     # --- Semantic segmentation: U-Net / FCN heads, losses, data, inference (issue 3) ---
     from detectron2.projects.deeplab import add_deeplab_config

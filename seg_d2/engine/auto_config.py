@@ -21,6 +21,7 @@ logger = logging.getLogger("seg_d2")
 CROP_ABOVE = 512  # images whose short side is larger train on crops of this side
 BATCH_PIXELS = 2 ** 19  # pixels per batch the batch size aims at (8 images of 256 x 256), on a CPU-sized model
 EVAL_SHARE = 0.1  # of a time budget, kept for the evaluation after training
+_PLANNED_HERE: Set[str] = set()  # the plan.json files this process wrote a fingerprint to (its own, not a past run's)
 
 
 def explicit_keys(config_file: str, opts: Iterable[str]) -> Set[str]:
@@ -53,7 +54,9 @@ def plan_from_fingerprint(cfg, fp: dict) -> Dict[str, object]:
       (scans) after clipping to the 0.5 / 99.5 percentiles (nnU-Net's rule for intensities with outliers);
     - INPUT.MIN/MAX_SIZE_TRAIN/TEST: the median short and long sides (the data's own scale); a random crop of
       CROP_ABOVE pixels when the short side is larger;
-    - SOLVER.IMS_PER_BATCH: a power of two near BATCH_PIXELS / (the trained image's pixels), 2..16;
+    - SOLVER.IMS_PER_BATCH: a power of two near BATCH_PIXELS / (the trained image's pixels), 2..16; with
+      SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE > 0, at most that share of the training set's pixels (images x median
+      size), at least 2: nnU-Net's cap (0.05 there), which gives a small set many small steps;
     - MODEL.SEM_SEG_HEAD.CLASS_WEIGHTS (with SEG_D2.AUTO_CONFIG.CLASS_WEIGHTS): 1/sqrt(class frequency), mean 1;
     - for ROI-head models with annotations: MODEL.ANCHOR_GENERATOR.SIZES, one octave per FPN level from the
       power of two at or below the 5th percentile of the objects' sqrt(area); TEST.DETECTIONS_PER_IMAGE twice
@@ -77,8 +80,11 @@ def plan_from_fingerprint(cfg, fp: dict) -> Dict[str, object]:
         plan["INPUT.CROP.ENABLED"] = True
         plan["INPUT.CROP.TYPE"] = "absolute"
         plan["INPUT.CROP.SIZE"] = [CROP_ABOVE, CROP_ABOVE]
-    batch = BATCH_PIXELS / (side[0] * side[1])
-    plan["SOLVER.IMS_PER_BATCH"] = int(min(16, max(2, 2 ** round(math.log2(batch)))))
+    batch = min(16, max(2, 2 ** round(math.log2(BATCH_PIXELS / (side[0] * side[1])))))
+    share = cfg.SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE
+    if share > 0:  # nnunetv2's ExperimentPlanner: round(share x dataset pixels / patch pixels), at least 2
+        batch = max(2, min(batch, round(share * fp["images"] * short * long / (side[0] * side[1]))))
+    plan["SOLVER.IMS_PER_BATCH"] = int(batch)
     if cfg.SEG_D2.AUTO_CONFIG.CLASS_WEIGHTS and "class_frequency" in fp:
         freq = np.asarray(fp["class_frequency"][: max(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, 1)])
         present = freq > 0
@@ -107,8 +113,9 @@ def plan_iterations(cfg, s_per_iter: float) -> Dict[str, object]:
 
 def apply_auto_config(cfg, plan: Dict[str, object], explicit: Set[str], fingerprint: dict, path: str = None,
                       **extra) -> dict:
-    """Set each planned key that is not ``explicit`` (cfg not frozen), log both kinds, and write (or, with a
-    fingerprint already there, update) ``path`` (OUTPUT_DIR/plan.json), with ``extra`` fields. Returns the record."""
+    """Set each planned key that is not ``explicit`` (cfg not frozen), log both kinds, and write ``path``
+    (OUTPUT_DIR/plan.json), with ``extra`` fields; without a ``fingerprint``, update the plan this process wrote
+    there (a plan.json of an earlier run into the same OUTPUT_DIR is replaced, not merged). Returns the record."""
     applied, kept = {}, {}
     for key, value in plan.items():
         if key in explicit:
@@ -120,10 +127,12 @@ def apply_auto_config(cfg, plan: Dict[str, object], explicit: Set[str], fingerpr
             logger.info(f"[auto-config] {key} = {value!r}")
     record = {"fingerprint": fingerprint, "applied": applied, "kept": kept, **extra}
     if path:
-        if os.path.isfile(path):
+        if fingerprint is not None:
+            _PLANNED_HERE.add(os.path.abspath(path))
+        elif os.path.abspath(path) in _PLANNED_HERE and os.path.isfile(path):
             with open(path) as f:
                 old = json.load(f)
-            record = {**old, "fingerprint": fingerprint or old.get("fingerprint"),
+            record = {**old, "fingerprint": old.get("fingerprint"),
                       "applied": {**old.get("applied", {}), **applied},
                       "kept": {**old.get("kept", {}), **kept}, **extra}
         os.makedirs(os.path.dirname(path), exist_ok=True)

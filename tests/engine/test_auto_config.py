@@ -10,7 +10,7 @@ from PIL import Image
 
 from seg_d2 import get_cfg
 from seg_d2.data.fingerprint import fingerprint_dataset
-from seg_d2.engine.auto_config import explicit_keys, plan_from_fingerprint
+from seg_d2.engine.auto_config import apply_auto_config, explicit_keys, plan_from_fingerprint
 from tests.conftest import REPO
 from tests.own_data import make_coco, make_sem_seg_16bit
 
@@ -92,6 +92,19 @@ def test_plan_rules_by_hand():
     assert plan["INPUT.CROP.SIZE"] == [512, 512] and plan["SOLVER.IMS_PER_BATCH"] == 2  # 2^19 / 512^2 = 2
 
 
+@pytest.mark.parametrize("images,batch", [(18, 2), (180, 9), (2000, 16)])
+def test_batch_dataset_share_is_nnunets_cap(images, batch):
+    """nnU-Net's rule (nnunetv2 ExperimentPlanner, max_dataset_covered 0.05): 18 tiles of 150 x 150 px,
+    0.05 x 18 = 0.9 tiles -> 2 at least; 180 -> round(9.0) = 9 (below the pixel rule's 16); 2000 -> 100, so 16."""
+    cfg = get_cfg()
+    cfg.merge_from_file(str(AUTO))
+    fp = {"channels": [1], "images": images, "short_side": {"median": 150}, "long_side": {"median": 150},
+          "intensity": {"mean": [40.0], "std": [20.0], "clipped_mean": [39.5], "clipped_std": [18.25]}}
+    assert plan_from_fingerprint(cfg, fp)["SOLVER.IMS_PER_BATCH"] == 16  # 2^19 / 150^2 = 23.3 -> 2^5, at most 16
+    cfg.SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE = 0.05
+    assert plan_from_fingerprint(cfg, fp)["SOLVER.IMS_PER_BATCH"] == batch
+
+
 def test_explicit_keys_are_the_file_itself_and_the_options(tmp_path):
     (tmp_path / "base.yaml").write_text("MODEL:\n  PIXEL_MEAN: [1.0]\n")
     (tmp_path / "leaf.yaml").write_text("_BASE_: base.yaml\nINPUT:\n  MIN_SIZE_TEST: 64\nSOLVER:\n  MAX_ITER: 9\n")
@@ -139,3 +152,24 @@ def test_train_net_auto_config_plans_logs_and_keeps_explicit_values(scans, tmp_p
     assert plan["s_per_iter"] > 0 and iters == max(1, int(0.05 * 60 * 0.9 / plan["s_per_iter"]))
     metrics = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     assert max(m["iteration"] for m in metrics if "total_loss" in m) == iters - 1
+
+
+def test_a_past_runs_plan_json_is_replaced_not_merged(tmp_path):
+    """A second run into the same OUTPUT_DIR (no budget this time) must not report the first run's iterations: the
+    record and plan.json hold this run's plan only; the budget phase then updates this run's own file."""
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"fingerprint": {"images": 3}, "kept": {},  # an earlier run's, with a budget
+                                "applied": {"SOLVER.MAX_ITER": 138, "MODEL.PIXEL_MEAN": [9.0]}, "s_per_iter": 8.0}))
+    cfg = get_cfg()
+    record = apply_auto_config(cfg, {"MODEL.PIXEL_MEAN": [6.13]}, set(), {"images": 18}, str(path))
+    assert record["applied"] == {"MODEL.PIXEL_MEAN": [6.13]} and "s_per_iter" not in record
+    assert json.loads(path.read_text()) == record
+    apply_auto_config(cfg, {"SOLVER.MAX_ITER": 273}, set(), None, str(path), s_per_iter=8.2)
+    assert json.loads(path.read_text()) == {"fingerprint": {"images": 18}, "kept": {}, "s_per_iter": 8.2,
+                                            "applied": {"MODEL.PIXEL_MEAN": [6.13], "SOLVER.MAX_ITER": 273}}
+    other = tmp_path / "other" / "plan.json"  # only the budget phase in this process: nothing of a past run either
+    other.parent.mkdir()
+    other.write_text(path.read_text())
+    apply_auto_config(cfg, {"SOLVER.MAX_ITER": 5}, set(), None, str(other), s_per_iter=1.0)
+    assert json.loads(other.read_text()) == {"fingerprint": None, "applied": {"SOLVER.MAX_ITER": 5}, "kept": {},
+                                             "s_per_iter": 1.0}
