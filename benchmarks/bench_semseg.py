@@ -21,8 +21,9 @@ mBoundaryIoU) at --eval-at fractions of training and at the end. Variants:
   ~1/40 of the gradient back to every layer at the start (smp fit the buildings' training set faster);
 - unet_R_50_smp_layout_ds_smp_init: the same with the decoder convs in fan_in mode as well: smp's initialisation
   throughout, so that each stage's gradient at init is smp's (benchmarks/profile_unet.py --init-grads);
-- unet_auto_nnunet_batch / unet_classic_gray_auto_nnunet_batch: the same plans with nnU-Net's batch cap
-  (SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE 0.05): a batch of 2 on the 18 training tiles, so many more steps;
+- *_nnunet_batch (of unet_auto, unet_classic_gray_auto, unet_R_50_smp_cost_auto, smp_auto): the same plans with
+  nnU-Net's batch cap (SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE 0.05): a batch of 2 on the 18 training tiles, so
+  many more steps;
 - unet_R_50_smp_cost_auto / smp_auto: that recipe, and smp, configured from the data (as unet_auto), trained for
   the time unet_R_50_smp_layout_ds_smp_init took: seg_d2 at smp's cost with its planner against smp as typed, and
   smp with the same plan (how much of a difference is the plan's);
@@ -93,6 +94,8 @@ VARIANTS = {  # name -> (config, options on top of it)
     # that recipe configured from the data, and smp configured by the same planner (what the plan alone brings)
     "unet_R_50_smp_cost_auto": (UNET_R50, SMP_COST + AUTO_ON),
     "smp_auto": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"] + AUTO_ON),
+    "unet_R_50_smp_cost_auto_nnunet_batch": (UNET_R50, SMP_COST + AUTO_ON + NNUNET_BATCH),
+    "smp_auto_nnunet_batch": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"] + AUTO_ON + NNUNET_BATCH),
     "unet_R_50_s1_8_ds_smp_init": (UNET_R50, S1_8 + SMP_DS[-2:] + SMP_HEAD + FAN_IN),
     "unet_classic": (os.path.join(SHAPES, "unet_classic_c16_scratch_bs8_600it.yaml"), []),
     "semantic_fpn_R_50": (os.path.join(SHAPES, "semantic_fpn_R_50_scratch_bs8_600it.yaml"), []),
@@ -104,14 +107,14 @@ VARIANTS = {  # name -> (config, options on top of it)
     "unet_classic_gray_auto_nnunet_batch": (os.path.join(OWN, "unet_classic_gray_auto_bs8_6k.yaml"), NNUNET_BATCH),
     "nnunet": (None, []),
 }
-AUTO = ("unet_auto", "unet_auto_nnunet_batch", "unet_classic_gray_auto", "unet_classic_gray_auto_nnunet_batch",
-        "unet_R_50_smp_cost_auto", "smp_auto")  # configured from the data (SEG_D2.AUTO_CONFIG)
+AUTO = tuple(v for v in VARIANTS if "_auto" in v)  # configured from the data (SEG_D2.AUTO_CONFIG)
 BUDGET_FROM = {"unet_auto": "unet_R_50", "nnunet": "unet_R_50",  # trained for the time that variant's training took
                "unet_auto_nnunet_batch": "unet_R_50", "unet_classic_gray_auto": "unet_classic_gray",
                "unet_classic_gray_auto_nnunet_batch": "unet_classic_gray",
                # 0.92-1.02x smp's training time (smp's own runs of seeds 1-2 were slowed by other load)
-               "unet_R_50_smp_cost_auto": "unet_R_50_smp_layout_ds_smp_init",
-               "smp_auto": "unet_R_50_smp_layout_ds_smp_init"}
+               **{v: "unet_R_50_smp_layout_ds_smp_init" for v in ("unet_R_50_smp_cost_auto", "smp_auto",
+                                                                  "unet_R_50_smp_cost_auto_nnunet_batch",
+                                                                  "smp_auto_nnunet_batch")}}
 BASELINE = "smp"
 DATASETS = {  # name -> (the data: every variant; the recipe's sizes: every variant but AUTO's, which plan them)
     "shapes": ([], []),
