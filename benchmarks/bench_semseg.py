@@ -81,10 +81,11 @@ FAN_IN = ["MODEL.SEM_SEG_HEAD.CONV_INIT", "fan_in"]  # smp's decoder init
 S1_8 = FAST[:2] + ["MODEL.RESNET_UNET.FULL_RES_CHANNELS", "8"] + FAST[4:]
 SMP_COST = SMP_DS + SMP_HEAD + FAN_IN  # smp's equal at smp's cost on the buildings (README, issue 25)
 AUTO_ON = ["SEG_D2.AUTO_CONFIG.ENABLED", "True"]
+SMP = ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"]  # benchmarks/smp_peer.py
 NNUNET_BATCH = ["SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE", "0.05"]  # nnU-Net's batch cap: 2 on the 18 tiles
 VARIANTS = {  # name -> (config, options on top of it)
     "unet_R_50": (UNET_R50, []),
-    "smp": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"]),
+    "smp": (UNET_R50, SMP),
     "unet_R_50_fast": (UNET_R50, FAST),
     "unet_R_50_smp_layout": (UNET_R50, SMP_LAYOUT),
     "unet_R_50_smp_layout_ds": (UNET_R50, SMP_DS),
@@ -93,28 +94,25 @@ VARIANTS = {  # name -> (config, options on top of it)
     "unet_R_50_smp_layout_ds_smp_init": (UNET_R50, SMP_COST),
     # that recipe configured from the data, and smp configured by the same planner (what the plan alone brings)
     "unet_R_50_smp_cost_auto": (UNET_R50, SMP_COST + AUTO_ON),
-    "smp_auto": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"] + AUTO_ON),
-    "unet_R_50_smp_cost_auto_nnunet_batch": (UNET_R50, SMP_COST + AUTO_ON + NNUNET_BATCH),
-    "smp_auto_nnunet_batch": (UNET_R50, ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"] + AUTO_ON + NNUNET_BATCH),
+    "smp_auto": (UNET_R50, SMP + AUTO_ON),
     "unet_R_50_s1_8_ds_smp_init": (UNET_R50, S1_8 + SMP_DS[-2:] + SMP_HEAD + FAN_IN),
     "unet_classic": (os.path.join(SHAPES, "unet_classic_c16_scratch_bs8_600it.yaml"), []),
     "semantic_fpn_R_50": (os.path.join(SHAPES, "semantic_fpn_R_50_scratch_bs8_600it.yaml"), []),
     "unet_auto": (UNET_R50, AUTO_ON),
-    "unet_auto_nnunet_batch": (UNET_R50, AUTO_ON + NNUNET_BATCH),
     "unet_classic_gray": (os.path.join(OWN, "unet_classic_gray_scratch_bs8_6k.yaml"),
                           ["MODEL.PIXEL_MEAN", "[128.0]", "MODEL.PIXEL_STD", "[64.0]"]),  # as the README types them
     "unet_classic_gray_auto": (os.path.join(OWN, "unet_classic_gray_auto_bs8_6k.yaml"), []),
-    "unet_classic_gray_auto_nnunet_batch": (os.path.join(OWN, "unet_classic_gray_auto_bs8_6k.yaml"), NNUNET_BATCH),
     "nnunet": (None, []),
 }
+VARIANTS.update({f"{v}_nnunet_batch": (config, opts + NNUNET_BATCH) for v, (config, opts) in list(VARIANTS.items())
+                 if v in ("unet_auto", "unet_classic_gray_auto", "unet_R_50_smp_cost_auto", "smp_auto")})
 AUTO = tuple(v for v in VARIANTS if "_auto" in v)  # configured from the data (SEG_D2.AUTO_CONFIG)
 BUDGET_FROM = {"unet_auto": "unet_R_50", "nnunet": "unet_R_50",  # trained for the time that variant's training took
-               "unet_auto_nnunet_batch": "unet_R_50", "unet_classic_gray_auto": "unet_classic_gray",
-               "unet_classic_gray_auto_nnunet_batch": "unet_classic_gray",
+               "unet_classic_gray_auto": "unet_classic_gray",
                # 0.92-1.02x smp's training time (smp's own runs of seeds 1-2 were slowed by other load)
-               **{v: "unet_R_50_smp_layout_ds_smp_init" for v in ("unet_R_50_smp_cost_auto", "smp_auto",
-                                                                  "unet_R_50_smp_cost_auto_nnunet_batch",
-                                                                  "smp_auto_nnunet_batch")}}
+               "unet_R_50_smp_cost_auto": "unet_R_50_smp_layout_ds_smp_init",
+               "smp_auto": "unet_R_50_smp_layout_ds_smp_init"}
+BUDGET_FROM.update({v: BUDGET_FROM[v[:-len("_nnunet_batch")]] for v in VARIANTS if v.endswith("_nnunet_batch")})
 BASELINE = "smp"
 DATASETS = {  # name -> (the data: every variant; the recipe's sizes: every variant but AUTO's, which plan them)
     "shapes": ([], []),
