@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tmp_dirs import _remove_module_tmp_dirs, pytest_runtest_makereport  # noqa: F401 (disk: see the module)
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("DETECTRON2_DATASETS", str(REPO / "datasets"))
 

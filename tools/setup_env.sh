@@ -8,7 +8,18 @@ set -euo pipefail
 SEG_D2_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SEG_D2_VENV:-$SEG_D2_ROOT/.venv}"
 PY="$VENV/bin/python"
-if [ ! -x "$PY" ]; then
+# SEG_D2_VENV_SEED=DIR (.ci/run's second environment): start from a copy of that set-up environment made of hard
+# links, so its packages take no second copy of the disk (torch's CUDA build alone is 5 GB); pip and compileall
+# replace files rather than write into them, so what is installed here afterwards leaves DIR as it is.
+SEED="${SEG_D2_VENV_SEED:-}"
+if [ ! -x "$PY" ] && [ -n "$SEED" ] && [ -x "$SEED/bin/python" ] && rm -rf "$VENV.tmp" &&
+   cp -al "$SEED" "$VENV.tmp" 2> /dev/null; then
+  echo "[setup] creating virtual environment $VENV from $SEED (hard links)"
+  # its scripts and pyvenv.cfg name the seed's path (sed -i writes new files: the seed's stay as they are)
+  grep -rlIZ --fixed-strings "$SEED" "$VENV.tmp/bin" "$VENV.tmp/pyvenv.cfg" | xargs -0 -r sed -i "s#$SEED#$VENV#g"
+  mv "$VENV.tmp" "$VENV"
+elif [ ! -x "$PY" ]; then
+  rm -rf "$VENV.tmp"
   echo "[setup] creating virtual environment $VENV"
   python3 -m venv "$VENV"
 fi
