@@ -10,7 +10,19 @@ from .panoptic_evaluation import CityscapesPanopticEvaluator, PanopticEvaluator
 from .sem_seg_evaluation import SemSegBoundaryEvaluator
 
 
+def _forget_removed_coco_cache(name):
+    """detectron2's COCOEvaluator converts a dataset that has no COCO json into
+    ``<output_dir>/<name>_coco_format.json`` and records that path in the dataset's metadata for the rest of the
+    process: an evaluation after that folder was removed (a notebook, a test's temporary folder) failed to open
+    it. A removed cache of that name is forgotten, so that the evaluator converts the dataset again."""
+    meta = MetadataCatalog.get(name)
+    cached = meta.get("json_file", None)
+    if cached and os.path.basename(cached) == f"{name}_coco_format.json" and not os.path.exists(cached):
+        del meta.json_file
+
+
 def _coco(cfg, name, output_folder):
+    _forget_removed_coco_cache(name)
     # bbox and segm AP as detectron2's COCOEvaluator, plus Boundary AP (task "boundary") for masks. The tasks
     # come from the model (not from its predictions), so that every row is reported, NaN, without detections.
     tasks = None if cfg.MODEL.KEYPOINT_ON else (("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",))
@@ -37,6 +49,7 @@ def _cityscapes_sem_seg(cfg, name, output_folder):
 
 def _rotated_coco(cfg, name, output_folder):
     # Box AP with rotated-box IoU (RotatedCOCOeval); detectron2's RotatedCOCOEvaluator evaluates boxes only.
+    _forget_removed_coco_cache(name)
     return RotatedCOCOEvaluator(name, tasks=("bbox",), output_dir=output_folder)
 
 
