@@ -16,7 +16,8 @@ if [ ! -x "$PY" ] && [ -n "$SEED" ] && [ -x "$SEED/bin/python" ] && rm -rf "$VEN
    cp -al "$SEED" "$VENV.tmp" 2> /dev/null; then
   echo "[setup] creating virtual environment $VENV from $SEED (hard links)"
   # its scripts and pyvenv.cfg name the seed's path (sed -i writes new files: the seed's stay as they are)
-  grep -rlIZ --fixed-strings "$SEED" "$VENV.tmp/bin" "$VENV.tmp/pyvenv.cfg" | xargs -0 -r sed -i "s#$SEED#$VENV#g"
+  { grep -rlIZ --fixed-strings "$SEED" "$VENV.tmp/bin" "$VENV.tmp/pyvenv.cfg" || true; } |
+    xargs -0 -r sed -i "s#$SEED#$VENV#g"
   mv "$VENV.tmp" "$VENV"
 elif [ ! -x "$PY" ]; then
   rm -rf "$VENV.tmp"
