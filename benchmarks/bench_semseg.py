@@ -80,7 +80,9 @@ FAN_IN = ["MODEL.SEM_SEG_HEAD.CONV_INIT", "fan_in"]  # smp's decoder init
 # FAST with an 8-channel full-resolution path: the s1 skip that smp lacks (seg_d2's edge on nuclei and brain MRI), narrow
 S1_8 = FAST[:2] + ["MODEL.RESNET_UNET.FULL_RES_CHANNELS", "8"] + FAST[4:]
 SMP_COST = SMP_DS + SMP_HEAD + FAN_IN  # smp's equal at smp's cost on the buildings (README, issue 25)
-AUTO_ON = ["SEG_D2.AUTO_CONFIG.ENABLED", "True"]
+# the planner's default batch (from the pixels alone; the scans recipe now sets nnU-Net's cap: *_nnunet_batch)
+PIXEL_BATCH = ["SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE", "0.0"]
+AUTO_ON = ["SEG_D2.AUTO_CONFIG.ENABLED", "True"] + PIXEL_BATCH
 SMP = ["MODEL.META_ARCHITECTURE", "SmpUnetPeer"]  # benchmarks/smp_peer.py
 NNUNET_BATCH = ["SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE", "0.05"]  # nnU-Net's batch cap: 2 on the 18 tiles
 VARIANTS = {  # name -> (config, options on top of it)
@@ -101,7 +103,7 @@ VARIANTS = {  # name -> (config, options on top of it)
     "unet_auto": (UNET_R50, AUTO_ON),
     "unet_classic_gray": (os.path.join(OWN, "unet_classic_gray_scratch_bs8_6k.yaml"),
                           ["MODEL.PIXEL_MEAN", "[128.0]", "MODEL.PIXEL_STD", "[64.0]"]),  # as the README types them
-    "unet_classic_gray_auto": (os.path.join(OWN, "unet_classic_gray_auto_bs8_6k.yaml"), []),
+    "unet_classic_gray_auto": (os.path.join(OWN, "unet_classic_gray_auto_bs8_6k.yaml"), PIXEL_BATCH),
     "nnunet": (None, []),
 }
 VARIANTS.update({f"{v}_nnunet_batch": (config, opts + NNUNET_BATCH) for v, (config, opts) in list(VARIANTS.items())

@@ -76,6 +76,7 @@ def test_plan_rules_by_hand():
     cfg = get_cfg()
     cfg.merge_from_file(str(AUTO))
     cfg.SEG_D2.AUTO_CONFIG.CLASS_WEIGHTS = True
+    cfg.SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE = 0.0  # the pixel rule alone (the cap: the next test)
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 2
     fp = {"channels": [1], "short_side": {"median": 96}, "long_side": {"median": 128},
           "intensity": {"mean": [40.0], "std": [20.0], "clipped_mean": [39.5], "clipped_std": [18.25]},
@@ -100,9 +101,10 @@ def test_batch_dataset_share_is_nnunets_cap(images, batch):
     cfg.merge_from_file(str(AUTO))
     fp = {"channels": [1], "images": images, "short_side": {"median": 150}, "long_side": {"median": 150},
           "intensity": {"mean": [40.0], "std": [20.0], "clipped_mean": [39.5], "clipped_std": [18.25]}}
-    assert plan_from_fingerprint(cfg, fp)["SOLVER.IMS_PER_BATCH"] == 16  # 2^19 / 150^2 = 23.3 -> 2^5, at most 16
-    cfg.SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE = 0.05
+    assert cfg.SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE == 0.05  # the scans recipe's: nnU-Net's
     assert plan_from_fingerprint(cfg, fp)["SOLVER.IMS_PER_BATCH"] == batch
+    cfg.SEG_D2.AUTO_CONFIG.BATCH_DATASET_SHARE = 0.0  # off
+    assert plan_from_fingerprint(cfg, fp)["SOLVER.IMS_PER_BATCH"] == 16  # 2^19 / 150^2 = 23.3 -> 2^5, at most 16
 
 
 def test_explicit_keys_are_the_file_itself_and_the_options(tmp_path):
