@@ -1,7 +1,5 @@
 """tests/tmp_dirs.py and pytest.ini keep the suite's disk use down: a passed file's run directories go, a failed
 file's stay (CI ran out of disk with every session's checkpoints kept)."""
-import pytest
-
 pytest_plugins = ["pytester"]
 
 INNER = '''
