@@ -38,6 +38,20 @@ run() {
   cp "$OUT/$name/results.jsonl" "$keep"
 }
 
+# Issue 25, items 2-3, seed 2 (seeds 0-1 are done below): two single-job chains side by side, each budget-matched run
+# after its reference: the buildings' U-Net R-50 then its plan; the scans' typed recipe then its capped plan, then
+# nnU-Net on the buildings once that U-Net R-50 is recorded (its budget); then the buildings' timing of all four.
+recorded() {  # recorded DATASET SEED VARIANT: OUT/semseg/results.jsonl has that training run
+  "$PY" -c "import json, sys; d, s, v = sys.argv[2:]; sys.exit(not any(r['kind'] == 'train' and (r['dataset'], str(r['seed']), r['variant']) == (d, s, v) for r in map(json.loads, filter(str.strip, open(sys.argv[1])))))" \
+    "$OUT/semseg/results.jsonl" "$@" 2>/dev/null
+}
+{ run semseg bench_semseg.py --jobs 1 --datasets real_buildings --seeds 2 --variants smp,unet_R_50,unet_auto; } &
+{ run semseg bench_semseg.py --jobs 1 --datasets scans16 --seeds 2 \
+    --variants unet_classic_gray,unet_classic_gray_auto_nnunet_batch
+  for _ in $(seq 180); do recorded real_buildings 2 unet_R_50 && break; sleep 60; done  # else nnunet says what is missing
+  run semseg bench_semseg.py --jobs 1 --datasets real_buildings --seeds 2 --variants nnunet; } &
+wait
+run semseg bench_semseg.py --datasets real_buildings --seeds 2 --variants smp,unet_R_50,unet_auto,nnunet
 # Issue 25, items 1-3 on the real buildings: seg_d2's U-Net R-50 as it is (the hand-written recipe), configured from
 # the data, and nnU-Net 2D, the last two for the time the first took on the same seed (they wait for it: `needs`).
 # (seeds 0-1 first: a budget-matched pair trains side by side, not beside the next seed's unet_R_50)
