@@ -27,6 +27,9 @@ mBoundaryIoU) at --eval-at fractions of training and at the end. Variants:
 - unet_R_50_smp_cost_auto / smp_auto: that recipe, and smp, configured from the data (as unet_auto), trained for
   the time unet_R_50_smp_layout_ds_smp_init took: seg_d2 at smp's cost with its planner against smp as typed, and
   smp with the same plan (how much of a difference is the plan's);
+- unet_R_50_fast_auto: unet_R_50_fast configured from the data, trained for the time smp's training took on the same
+  dataset and seed (smp's run in the same start, so both see the same load): a training time of 1.0x smp's by
+  construction, at the fast levers' inference cost (issue 25, item 1);
 - unet_classic: the classic U-Net (Ronneberger et al. 2015), 16 base channels;
 - smp: segmentation_models_pytorch's Unet(resnet50) (benchmarks/smp_peer.py), same data, loss and trainer;
 - semantic_fpn_R_50: detectron2's SemanticFPN (SemSegFPNHead);
@@ -97,6 +100,7 @@ VARIANTS = {  # name -> (config, options on top of it)
     # that recipe configured from the data, and smp configured by the same planner (what the plan alone brings)
     "unet_R_50_smp_cost_auto": (UNET_R50, SMP_COST + AUTO_ON),
     "smp_auto": (UNET_R50, SMP + AUTO_ON),
+    "unet_R_50_fast_auto": (UNET_R50, FAST + AUTO_ON),  # for smp's training time
     "unet_R_50_s1_8_ds_smp_init": (UNET_R50, S1_8 + SMP_DS[-2:] + SMP_HEAD + FAN_IN),
     "unet_classic": (os.path.join(SHAPES, "unet_classic_c16_scratch_bs8_600it.yaml"), []),
     "semantic_fpn_R_50": (os.path.join(SHAPES, "semantic_fpn_R_50_scratch_bs8_600it.yaml"), []),
@@ -113,7 +117,8 @@ BUDGET_FROM = {"unet_auto": "unet_R_50", "nnunet": "unet_R_50",  # trained for t
                "unet_classic_gray_auto": "unet_classic_gray",
                # 0.92-1.02x smp's training time (smp's own runs of seeds 1-2 were slowed by other load)
                "unet_R_50_smp_cost_auto": "unet_R_50_smp_layout_ds_smp_init",
-               "smp_auto": "unet_R_50_smp_layout_ds_smp_init"}
+               "smp_auto": "unet_R_50_smp_layout_ds_smp_init",
+               "unet_R_50_fast_auto": "smp"}
 BUDGET_FROM.update({v: BUDGET_FROM[v[:-len("_nnunet_batch")]] for v in VARIANTS if v.endswith("_nnunet_batch")})
 BASELINE = "smp"
 DATASETS = {  # name -> (the data: every variant; the recipe's sizes: every variant but AUTO's, which plan them)

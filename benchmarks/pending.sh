@@ -52,6 +52,11 @@ recorded() {  # recorded DATASET SEED VARIANT: OUT/semseg/results.jsonl has that
   run semseg bench_semseg.py --jobs 1 --datasets real_buildings --seeds 2 --variants nnunet; } &
 wait
 run semseg bench_semseg.py --datasets real_buildings --seeds 2 --variants smp,unet_R_50,unet_auto,nnunet
+# Issue 25, item 1: the fast levers (a 16-channel full-resolution path, nearest upsampling, fused batch norms: 0.94x
+# smp's inference) configured from the data for the time smp's training took, in a results file of its own so that
+# smp trains again beside it (its earlier runs' times were taken under other loads): the buildings, then the shapes.
+run semseg_item1 bench_semseg.py --datasets real_buildings --seeds 0,1,2 --variants smp,unet_R_50_fast_auto
+run semseg_item1 bench_semseg.py --datasets shapes --seeds 0,1,2 --variants smp,unet_R_50_fast_auto
 # Issue 25, items 1-3 on the real buildings: seg_d2's U-Net R-50 as it is (the hand-written recipe), configured from
 # the data, and nnU-Net 2D, the last two for the time the first took on the same seed (they wait for it: `needs`).
 # (seeds 0-1 first: a budget-matched pair trains side by side, not beside the next seed's unet_R_50)
