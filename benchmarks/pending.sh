@@ -35,7 +35,8 @@ run() {
   if [ -f "$keep" ] && [ ! -s "$OUT/$name/results.jsonl" ]; then cp "$keep" "$OUT/$name/results.jsonl"; fi
   echo "== $(date -u +%FT%TZ) $name: $script $*"
   (cd "$SNAP" && "$PY" -W ignore "benchmarks/$script" --out "$OUT/$name" --jobs 2 --threads 1 "$@") || true
-  cp "$OUT/$name/results.jsonl" "$keep"
+  # through a rename: the chains below that run side by side may copy at the same moment (cp's create then races)
+  cp "$OUT/$name/results.jsonl" "$keep.$BASHPID.tmp" && mv -f "$keep.$BASHPID.tmp" "$keep"
 }
 
 # Issue 25, items 2-3, seed 2 (seeds 0-1 are done below): two single-job chains side by side, each budget-matched run
