@@ -43,7 +43,7 @@ run() {
 # after its reference: the buildings' U-Net R-50 then its plan; the scans' typed recipe then its capped plan, then
 # nnU-Net on the buildings once that U-Net R-50 is recorded (its budget); then the buildings' timing of all four.
 recorded() {  # recorded DATASET SEED VARIANT: OUT/semseg/results.jsonl has that training run
-  "$PY" -c "import json, sys; d, s, v = sys.argv[2:]; sys.exit(not any(r['kind'] == 'train' and (r['dataset'], str(r['seed']), r['variant']) == (d, s, v) for r in map(json.loads, filter(str.strip, open(sys.argv[1])))))" \
+  PYTHONPATH="$SNAP/benchmarks" "$PY" -c "import sys; from paired_runs import read_results; d, s, v = sys.argv[2:]; sys.exit(('train', d, int(s), v) not in read_results(sys.argv[1]))" \
     "$OUT/semseg/results.jsonl" "$@" 2>/dev/null
 }
 { run semseg bench_semseg.py --jobs 1 --datasets real_buildings --seeds 2 --variants smp,unet_R_50,unet_auto; } &
